@@ -1,0 +1,365 @@
+# Copyright 2025 The diffusers-simple authors. Licensed under the Apache License, Version 2.0.
+"""A compact noise-prediction UNet in the style of DDPM (Ho et al., 2020) and ADM (Dhariwal & Nichol, 2021).
+
+Self-contained on purpose: it imports only torch and diffusers, so `save_pretrained` can copy this file into a
+checkpoint folder that loads with `trust_remote_code=True`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+
+@dataclass
+class SimpleUNetOutput(BaseOutput):
+    """
+    The output of [`SimpleUNet`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`):
+            The model prediction (the noise `eps` for an epsilon-prediction diffusion model).
+    """
+
+    sample: torch.Tensor
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, `[cos(t * f_i), sin(t * f_i)]` with
+    `f_i = max_period^(-i / (dim / 2))` (Vaswani et al., 2017). Computed in float32: `t * f_i` reaches ~1000."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) / half * torch.arange(half, dtype=torch.float32, device=timesteps.device))
+    args = timesteps.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ResnetBlock(nn.Module):
+    """GroupNorm-SiLU-Conv twice, with the timestep embedding applied as an adaptive GroupNorm scale and shift
+    (`GN(h) * (1 + scale) + shift`, ADM), dropout before the second conv, and a 1x1 shortcut conv only when the
+    channel count changes. The second conv starts at zero, so every block starts as the identity."""
+
+    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_channels, 2 * out_channels)
+        # No affine parameters: the per-channel scale and shift come from `time_emb_proj` (its bias is the constant part).
+        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps, affine=False)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        # `temb` is SiLU(embedding), computed once per forward for all blocks.
+        h = self.conv1(F.silu(self.norm1(hidden_states)))
+        scale, shift = self.time_emb_proj(temb)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(torch.addcmul(shift, self.norm2(h), 1 + scale))
+        h = self.conv2(self.dropout(h))
+        if self.conv_shortcut is not None:
+            hidden_states = self.conv_shortcut(hidden_states)
+        return hidden_states + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the `height * width` positions, with a residual connection:
+    `x + W_o softmax(q k^T / sqrt(d)) v`, where `q, k, v` come from one 1x1 conv of `GroupNorm(x)`."""
+
+    def __init__(self, channels: int, head_dim: int, groups: int, eps: float):
+        super().__init__()
+        self.heads = channels // head_dim
+        self.norm = nn.GroupNorm(groups, channels, eps=eps)
+        self.to_qkv = nn.Conv2d(channels, 3 * channels, kernel_size=1)
+        self.to_out = nn.Conv2d(channels, channels, kernel_size=1)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = hidden_states.shape
+        qkv = self.to_qkv(self.norm(hidden_states)).reshape(batch, 3, self.heads, channels // self.heads, -1)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (batch, heads, height * width, head_dim)
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(-1, -2).reshape(batch, channels, height, width)
+        return hidden_states + self.to_out(out)
+
+
+class UNetLayer(nn.Module):
+    """One step of the UNet at a fixed resolution: a [`ResnetBlock`], followed by an [`AttentionBlock`] where enabled."""
+
+    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, attention: bool, head_dim: int, groups: int, eps: float, dropout: float):
+        super().__init__()
+        self.resnet = ResnetBlock(in_channels, out_channels, temb_channels, groups, eps, dropout)
+        self.attention = AttentionBlock(out_channels, head_dim, groups, eps) if attention else None
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.resnet(hidden_states, temb)
+        if self.attention is not None:
+            hidden_states = self.attention(hidden_states)
+        return hidden_states
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour 2x upsampling followed by a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(hidden_states, scale_factor=2.0, mode="nearest"))
+
+
+class SimpleUNet(ModelMixin, ConfigMixin):
+    r"""
+    A noise-prediction UNet for DDPM-style diffusion models: a sinusoidal timestep embedding and MLP, residual blocks
+    conditioned on the timestep (and optionally a class label) through adaptive GroupNorm, multi-head self-attention at
+    the chosen resolutions, and a down path whose every intermediate output is concatenated into the up path.
+
+    Level `i` works at resolution `sample_size / 2**i` with `block_out_channels[i]` channels. The down path has
+    `layers_per_block[i]` layers at level `i`; the up path has one more, to consume the skip of the downsampler.
+    The middle block is resnet-attention-resnet at the lowest resolution.
+
+    This model inherits from [`ModelMixin`]. Check the superclass documentation for the generic methods implemented
+    for all models (such as downloading or saving).
+
+    Parameters:
+        sample_size (`int` or `tuple[int, int]`, *optional*, defaults to `32`):
+            Height and width of the input/output sample. Must be a multiple of `2 ** (len(block_out_channels) - 1)`.
+        in_channels (`int`, *optional*, defaults to `3`):
+            Number of channels of the input sample.
+        out_channels (`int`, *optional*, defaults to `3`):
+            Number of channels of the output.
+        block_out_channels (`tuple[int]`, *optional*, defaults to `(64, 128, 256, 256)`):
+            Channels of each resolution level, from the full resolution down.
+        layers_per_block (`int` or `tuple[int]`, *optional*, defaults to `(1, 2, 2, 2)`):
+            Residual layers per level in the down path (the up path has one more per level); one int for all levels or
+            one per level.
+        attention_levels (`tuple[bool]`, *optional*, defaults to `(False, True, True, True)`):
+            Which levels have a self-attention block after every residual block. The middle block always has one.
+        attention_head_dim (`int`, *optional*, defaults to `64`):
+            Channels per attention head; must divide the channels of every level with attention and of the last level.
+        norm_num_groups (`int`, *optional*, defaults to `32`):
+            Number of groups of every GroupNorm; must divide every entry of `block_out_channels`.
+        norm_eps (`float`, *optional*, defaults to `1e-5`):
+            Epsilon of every GroupNorm.
+        dropout (`float`, *optional*, defaults to `0.1`):
+            Dropout probability inside the residual blocks.
+        num_class_embeds (`int`, *optional*, defaults to `None`):
+            Number of classes for class conditioning. The embedding has `num_class_embeds + 1` rows: label
+            `num_class_embeds` is the "null" class used for classifier-free guidance. `None` for an unconditional model.
+    """
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int | tuple[int, int] = 32,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: tuple[int, ...] = (64, 128, 256, 256),
+        layers_per_block: int | tuple[int, ...] = (1, 2, 2, 2),
+        attention_levels: tuple[bool, ...] = (False, True, True, True),
+        attention_head_dim: int = 64,
+        norm_num_groups: int = 32,
+        norm_eps: float = 1e-5,
+        dropout: float = 0.1,
+        num_class_embeds: int | None = None,
+    ):
+        super().__init__()
+        num_levels = len(block_out_channels)
+        if num_levels == 0 or any(not isinstance(c, int) or c <= 0 for c in block_out_channels):
+            raise ValueError(f"`block_out_channels` must be a non-empty sequence of positive ints, but is {block_out_channels}.")
+        if isinstance(layers_per_block, int):
+            layers_per_block = (layers_per_block,) * num_levels
+        if len(layers_per_block) != num_levels or any(not isinstance(n, int) or n < 1 for n in layers_per_block):
+            raise ValueError(
+                f"`layers_per_block` must be an int >= 1 or one such int per level ({num_levels} levels), but is {layers_per_block}."
+            )
+        if len(attention_levels) != num_levels:
+            raise ValueError(
+                f"`attention_levels` must have one bool per level ({num_levels} levels), but is {attention_levels}."
+            )
+        factor = 2 ** (num_levels - 1)
+        sizes = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+        if len(sizes) != 2 or any(not isinstance(s, int) or s <= 0 or s % factor for s in sizes):
+            raise ValueError(
+                f"`sample_size` must be a positive int (or pair of ints) divisible by 2 ** (len(block_out_channels) - 1) "
+                f"= {factor}, but is {sample_size}."
+            )
+        bad_groups = [c for c in block_out_channels if c % norm_num_groups]
+        if bad_groups:
+            raise ValueError(
+                f"`norm_num_groups` = {norm_num_groups} must divide every entry of `block_out_channels` "
+                f"{tuple(block_out_channels)}, but does not divide {bad_groups}."
+            )
+        attention_channels = [c for c, a in zip(block_out_channels, attention_levels) if a] + [block_out_channels[-1]]
+        bad_heads = [c for c in attention_channels if c % attention_head_dim]
+        if bad_heads:
+            raise ValueError(
+                f"`attention_head_dim` = {attention_head_dim} must divide the channels of every level with attention and "
+                f"of the last level {sorted(set(attention_channels))}, but does not divide {bad_heads}."
+            )
+        if num_class_embeds is not None and (not isinstance(num_class_embeds, int) or num_class_embeds < 1):
+            raise ValueError(f"`num_class_embeds` must be None or a positive int, but is {num_class_embeds}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1), but is {dropout}.")
+
+        temb_channels = 4 * block_out_channels[0]
+        layer_args = dict(temb_channels=temb_channels, head_dim=attention_head_dim, groups=norm_num_groups, eps=norm_eps, dropout=dropout)
+
+        self.time_embedding = nn.Sequential(
+            nn.Linear(block_out_channels[0], temb_channels), nn.SiLU(), nn.Linear(temb_channels, temb_channels)
+        )
+        self.class_embedding = nn.Embedding(num_class_embeds + 1, temb_channels) if num_class_embeds is not None else None
+
+        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
+        skip_channels = [block_out_channels[0]]
+        self.down_layers = nn.ModuleList()
+        self.downsamplers = nn.ModuleList()
+        channels = block_out_channels[0]
+        for level, (level_channels, num_layers, attention) in enumerate(zip(block_out_channels, layers_per_block, attention_levels)):
+            layers = nn.ModuleList()
+            for _ in range(num_layers):
+                layers.append(UNetLayer(channels, level_channels, attention=attention, **layer_args))
+                channels = level_channels
+                skip_channels.append(channels)
+            self.down_layers.append(layers)
+            if level < num_levels - 1:
+                self.downsamplers.append(nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1))
+                skip_channels.append(channels)
+
+        self.mid_layer = UNetLayer(channels, channels, attention=True, **layer_args)
+        self.mid_resnet = ResnetBlock(channels, channels, temb_channels, norm_num_groups, norm_eps, dropout)
+
+        self.up_layers = nn.ModuleList()
+        self.upsamplers = nn.ModuleList()
+        for level in reversed(range(num_levels)):
+            level_channels = block_out_channels[level]
+            layers = nn.ModuleList()
+            for _ in range(layers_per_block[level] + 1):
+                layers.append(UNetLayer(channels + skip_channels.pop(), level_channels, attention=attention_levels[level], **layer_args))
+                channels = level_channels
+            self.up_layers.append(layers)
+            if level > 0:
+                self.upsamplers.append(Upsample(channels))
+
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, channels, eps=norm_eps)
+        self.conv_out = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+        self.gradient_checkpointing = False
+
+    def _check_inputs(self, sample: torch.Tensor, class_labels: torch.Tensor | None) -> None:
+        config = self.config
+        factor = 2 ** (len(config.block_out_channels) - 1)
+        if sample.ndim != 4 or sample.shape[1] != config.in_channels:
+            raise ValueError(
+                f"`sample` must have shape (batch_size, {config.in_channels}, height, width), but has shape {tuple(sample.shape)}."
+            )
+        if sample.shape[2] % factor or sample.shape[3] % factor:
+            raise ValueError(
+                f"`sample` height and width must be multiples of 2 ** (len(block_out_channels) - 1) = {factor}, "
+                f"but are {tuple(sample.shape[2:])}."
+            )
+        if config.num_class_embeds is None:
+            if class_labels is not None:
+                raise ValueError("`class_labels` were given, but this model is unconditional (`num_class_embeds` is None).")
+            return
+        if class_labels is None:
+            raise ValueError(
+                f"`class_labels` are required: this model is class-conditional with `num_class_embeds` = {config.num_class_embeds} "
+                f"(use label {config.num_class_embeds} for the null class)."
+            )
+        if class_labels.dtype.is_floating_point or class_labels.dtype.is_complex or class_labels.shape != (sample.shape[0],):
+            raise ValueError(
+                f"`class_labels` must be an integer tensor of shape ({sample.shape[0]},) (one label per sample), but has "
+                f"dtype {class_labels.dtype} and shape {tuple(class_labels.shape)}."
+            )
+        low, high = torch.aminmax(class_labels)
+        if low < 0 or high > config.num_class_embeds:
+            raise ValueError(
+                f"`class_labels` must be in [0, {config.num_class_embeds}] ({config.num_class_embeds} is the null class), "
+                f"but range over [{int(low)}, {int(high)}]."
+            )
+
+    def _broadcast_timestep(self, timestep: torch.Tensor | float | int, sample: torch.Tensor) -> torch.Tensor:
+        batch = sample.shape[0]
+        timestep = torch.as_tensor(timestep, device=sample.device)
+        if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch)):
+            raise ValueError(
+                f"`timestep` must be a number, a 0-d tensor, or a 1-d tensor of length 1 or batch_size = {batch}, "
+                f"but has shape {tuple(timestep.shape)}."
+            )
+        return timestep.expand(batch)
+
+    def _run(self, module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and self.gradient_checkpointing:
+            return self._gradient_checkpointing_func(module, *args)
+        return module(*args)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        class_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> SimpleUNetOutput | tuple[torch.Tensor]:
+        r"""
+        The [`SimpleUNet`] forward method.
+
+        Args:
+            sample (`torch.Tensor`):
+                The noisy input of shape `(batch_size, in_channels, height, width)`.
+            timestep (`torch.Tensor` or `float` or `int`):
+                The diffusion timestep: a number, a 0-d tensor, or a 1-d tensor of length 1 or `batch_size`.
+            class_labels (`torch.Tensor`, *optional*, defaults to `None`):
+                Integer labels of shape `(batch_size,)` in `[0, num_class_embeds]`, label `num_class_embeds` being the
+                null class. Required if and only if the model was built with `num_class_embeds`.
+            return_dict (`bool`, *optional*, defaults to `True`):
+                Whether to return a [`SimpleUNetOutput`] instead of a plain tuple.
+
+        Returns:
+            [`SimpleUNetOutput`] or `tuple`:
+                If `return_dict` is `True`, a [`SimpleUNetOutput`] is returned, otherwise a tuple whose first element
+                is the sample tensor.
+        """
+        self._check_inputs(sample, class_labels)
+        timesteps = self._broadcast_timestep(timestep, sample)
+
+        # Timestep (and class) embedding; the SiLU that every block applies to it is done once here.
+        emb = self.time_embedding(timestep_embedding(timesteps, self.config.block_out_channels[0]).to(sample.dtype))
+        if self.class_embedding is not None:
+            emb = emb + self.class_embedding(class_labels)
+        emb = F.silu(emb)
+
+        hidden_states = self.conv_in(sample)
+        skips = [hidden_states]
+        for level, layers in enumerate(self.down_layers):
+            for layer in layers:
+                hidden_states = self._run(layer, hidden_states, emb)
+                skips.append(hidden_states)
+            if level < len(self.downsamplers):
+                hidden_states = self.downsamplers[level](hidden_states)
+                skips.append(hidden_states)
+
+        hidden_states = self._run(self.mid_layer, hidden_states, emb)
+        hidden_states = self._run(self.mid_resnet, hidden_states, emb)
+
+        for level, layers in enumerate(self.up_layers):
+            for layer in layers:
+                hidden_states = self._run(layer, torch.cat([hidden_states, skips.pop()], dim=1), emb)
+            if level < len(self.upsamplers):
+                hidden_states = self.upsamplers[level](hidden_states)
+
+        sample = self.conv_out(F.silu(self.conv_norm_out(hidden_states)))
+        if not return_dict:
+            return (sample,)
+        return SimpleUNetOutput(sample=sample)

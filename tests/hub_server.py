@@ -1,0 +1,377 @@
+"""A small Hugging Face Hub look-alike for the tests, standard library only.
+
+The real ``huggingface_hub`` / ``datasets`` / ``diffusers`` clients talk to it over HTTP on 127.0.0.1
+(``HF_ENDPOINT``, see tests/conftest.py). Repos live in memory: each keeps every commit as a full
+``{path: bytes}`` snapshot, and its ``main`` branch points at the last one. A new repo starts with one
+commit holding a ``.gitattributes`` file, as on the Hub.
+
+Endpoints (``{type}`` is ``models`` or ``datasets``; ``{prefix}`` is empty for models and ``datasets/``
+for datasets; ``{rev}`` is a URL-quoted branch name or commit id):
+
+    GET      /api/agent-harnesses                        empty agent-harness registry
+    POST     /api/repos/create                           {"url"}; 409 if the repo exists
+    POST     /api/validate-yaml                          {"errors": [], "warnings": []}
+    GET      /api/{type}/{repo}[/revision/{rev}]         repo info: id, sha, private, siblings
+    GET      /api/{type}/{repo}/tree/{rev}[/{path}]      files and folders (?recursive=true for all levels)
+    POST     /api/{type}/{repo}/preupload/{rev}          upload mode per file: "lfs" (binary or >= 10 MB) or "regular"
+    POST     /api/{type}/{repo}/commit/{rev}             NDJSON commit: header, file, lfsFile, deletedFile, deletedFolder
+    POST     /{prefix}{repo}.git/info/lfs/objects/batch  LFS "basic" transfer: an upload href per missing object
+    PUT      /lfs-objects/{sha256}                       LFS object bytes, checked against their sha256
+    HEAD|GET /{prefix}{repo}/resolve/{rev}/{path}        file with X-Repo-Commit, ETag, Content-Length; Range -> 206
+
+Missing things answer 404 with ``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound``, which the
+clients turn into their own exceptions. Every request is recorded in ``HubServer.requests``; a request no
+route answers (or one whose handler crashed) is recorded with ``handled=False``, and the test suite fails
+on it. ``HubServer.fail_next_commits(n)`` makes the next ``n`` commit requests fail with a 500.
+"""
+
+import base64
+import hashlib
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub stores files from 10 MB on with LFS, and binary files of any size
+GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.parquet filter=lfs diff=lfs merge=lfs -text\n"
+
+
+def is_lfs(data: bytes) -> bool:
+    return len(data) >= LFS_MIN_SIZE or b"\0" in data[:512]
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    sha256 = hashlib.sha256(data).hexdigest()
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
+
+
+def new_commit_id() -> str:
+    return hashlib.sha1(uuid.uuid4().bytes).hexdigest()
+
+
+class HubError(Exception):
+    """An error answer: status, message and the Hub's ``X-Error-Code`` when it has one."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, commit: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.commit = status, message, code, commit
+
+
+@dataclass
+class Repo:
+    repo_type: str  # "model" or "dataset"
+    repo_id: str
+    private: bool
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit id -> {path: bytes}
+    main: str = ""  # commit id of the main branch
+
+    def snapshot(self, revision: str) -> tuple[str, dict[str, bytes]]:
+        commit = self.main if revision == "main" else revision
+        if commit not in self.commits:
+            raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return commit, self.commits[commit]
+
+    def add_commit(self, files: dict[str, bytes]) -> str:
+        self.main = new_commit_id()
+        self.commits[self.main] = files
+        return self.main
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # as sent, with the query string
+    status: int
+    handled: bool
+
+
+@dataclass
+class Request:
+    method: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body or b"{}")
+
+
+class HubServer:
+    """The Hub's state plus an HTTP server on 127.0.0.1 serving it from a daemon thread."""
+
+    def __init__(self):
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> bytes
+        self.requests: list[RecordedRequest] = []
+        self.commit_failures_left = 0
+        self.lock = threading.RLock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.routes = [
+            ("GET", r"/api/agent-harnesses", self.agent_harnesses),
+            ("POST", r"/api/repos/create", self.create_repo_endpoint),
+            ("POST", r"/api/validate-yaml", self.validate_yaml),
+            ("GET", rf"/api/{_TYPE}/{_REPO}(?:/revision/{_REV})?", self.info),
+            ("GET", rf"/api/{_TYPE}/{_REPO}/tree/{_REV}(?:/(?P<path>.+))?", self.tree),
+            ("POST", rf"/api/{_TYPE}/{_REPO}/preupload/{_REV}", self.preupload),
+            ("POST", rf"/api/{_TYPE}/{_REPO}/commit/{_REV}", self.commit),
+            ("POST", rf"/{_PREFIX}{_REPO}\.git/info/lfs/objects/batch", self.lfs_batch),
+            ("PUT", r"/lfs-objects/(?P<oid>[0-9a-f]{64})", self.lfs_upload),
+            ("HEAD GET", rf"/{_PREFIX}{_REPO}/resolve/{_REV}/(?P<path>.+)", self.resolve),
+        ]
+
+    def start(self) -> "HubServer":
+        threading.Thread(target=self.httpd.serve_forever, name="hub-server", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # ----- helpers for tests -----
+
+    def create_repo(self, repo_id: str, repo_type: str = "model", private: bool = False, files=None) -> Repo:
+        """Creates a repo directly (409 if it exists); `files` ({path: bytes}) are added in a second commit."""
+        with self.lock:
+            if (repo_type, repo_id) in self.repos:
+                raise HubError(409, f"You already created this {repo_type} repo: {repo_id}")
+            repo = self.repos[repo_type, repo_id] = Repo(repo_type, repo_id, private)
+            repo.add_commit({".gitattributes": GITATTRIBUTES})
+            if files:
+                repo.add_commit({**repo.commits[repo.main], **files})
+            return repo
+
+    def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
+        with self.lock:
+            if (repo_type, repo_id) not in self.repos:
+                raise HubError(404, "Repository not found", "RepoNotFound")
+            return self.repos[repo_type, repo_id]
+
+    def fail_next_commits(self, n: int) -> None:
+        """Makes the next `n` commit requests answer 500 without committing anything."""
+        self.commit_failures_left = n
+
+    def unhandled_requests(self, since: int = 0) -> list[RecordedRequest]:
+        return [r for r in self.requests[since:] if not r.handled]
+
+    def repo_url(self, repo: Repo) -> str:
+        return f"{self.url}/{'datasets/' if repo.repo_type == 'dataset' else ''}{repo.repo_id}"
+
+    # ----- endpoints -----
+
+    def agent_harnesses(self, req):
+        return {"standardEnvVars": [], "harnesses": {}}
+
+    def create_repo_endpoint(self, req):
+        payload = req.json()
+        repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+        private = payload.get("visibility", "private" if payload.get("private") else "public") == "private"
+        repo = self.create_repo(repo_id, payload.get("type") or "model", private)
+        return {"url": self.repo_url(repo), "name": repo_id}
+
+    def validate_yaml(self, req):
+        return {"errors": [], "warnings": []}
+
+    def info(self, req, kind, repo, rev="main"):
+        repo = self.repo(repo, kind)
+        commit, files = repo.snapshot(rev)
+        siblings = []
+        for path, data in sorted(files.items()):
+            sibling = {"rfilename": path, "size": len(data), "blobId": _file_entry(path, data)["oid"]}
+            if is_lfs(data):
+                sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                  "pointerSize": len(lfs_pointer(data))}
+            siblings.append(sibling)
+        return {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit, "private": repo.private,
+                "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
+                "lastModified": datetime.now(timezone.utc).isoformat(), "siblings": siblings}
+
+    def tree(self, req, kind, repo, rev, path=""):
+        commit, files = self.repo(repo, kind).snapshot(rev)
+        prefix = f"{path.strip('/')}/" if path.strip("/") else ""
+        if prefix and not any(p.startswith(prefix) for p in files):
+            raise HubError(404, f"{path} does not exist on {rev}", "EntryNotFound", commit)
+        recursive = req.query.get("recursive", "").lower() in ("true", "1")
+        entries = {}
+        for file_path, data in sorted(files.items()):
+            if not file_path.startswith(prefix):
+                continue
+            parts = file_path[len(prefix):].split("/")
+            for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
+                folder = prefix + "/".join(parts[:depth])
+                entries[folder] = {"type": "directory", "path": folder, "size": 0,
+                                   "oid": hashlib.sha1(f"{commit}:{folder}".encode()).hexdigest()}
+            if recursive or len(parts) == 1:
+                entries[file_path] = _file_entry(file_path, data)
+        return list(entries.values())
+
+    def preupload(self, req, kind, repo, rev):
+        _, files = self.repo(repo, kind).snapshot(rev)
+        answer = []
+        for file in req.json()["files"]:
+            lfs = file["size"] >= LFS_MIN_SIZE or b"\0" in base64.b64decode(file["sample"])
+            old = files.get(file["path"])  # the client skips files whose oid did not change
+            old_oid = None if old is None else hashlib.sha256(old).hexdigest() if is_lfs(old) else git_blob_sha1(old)
+            answer.append({"path": file["path"], "uploadMode": "lfs" if lfs else "regular",
+                           "shouldIgnore": False, "oid": old_oid})
+        return {"files": answer}
+
+    def lfs_batch(self, req, kind, repo):
+        self.repo(repo, kind)
+        objects = []
+        for obj in req.json()["objects"]:
+            entry = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if obj["oid"] not in self.lfs_objects:
+                entry["actions"] = {"upload": {"href": f"{self.url}/lfs-objects/{obj['oid']}"}}
+            objects.append(entry)
+        return {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}
+
+    def lfs_upload(self, req, oid):
+        if hashlib.sha256(req.body).hexdigest() != oid:
+            raise HubError(400, f"LFS object content does not match its oid {oid}")
+        with self.lock:
+            self.lfs_objects[oid] = req.body
+        return b""
+
+    def commit(self, req, kind, repo, rev):
+        repo = self.repo(repo, kind)
+        if rev != "main":
+            raise HubError(404, f"Invalid rev id: {rev} (this test server commits to main only)", "RevisionNotFound")
+        with self.lock:
+            if self.commit_failures_left > 0:
+                self.commit_failures_left -= 1
+                raise HubError(500, "Internal Error - injected by the test server")
+            files = dict(repo.commits[repo.main])
+            for line in req.body.splitlines():
+                op = json.loads(line)
+                key, value = op["key"], op["value"]
+                if key == "file":
+                    files[value["path"]] = base64.b64decode(value["content"])
+                elif key == "lfsFile":
+                    if value["oid"] not in self.lfs_objects:
+                        raise HubError(400, f"LFS object {value['oid']} of {value['path']} was never uploaded")
+                    files[value["path"]] = self.lfs_objects[value["oid"]]
+                elif key == "deletedFile":
+                    if files.pop(value["path"], None) is None:
+                        raise HubError(404, f"A file with this name doesn't exist: {value['path']}", "EntryNotFound")
+                elif key == "deletedFolder":
+                    folder = value["path"].rstrip("/") + "/"
+                    files = {p: d for p, d in files.items() if not p.startswith(folder)}
+                elif key != "header":
+                    raise HubError(400, f"Unknown commit operation {key!r}")
+            commit = repo.add_commit(files)
+        return {"commitOid": commit, "commitUrl": f"{self.repo_url(repo)}/commit/{commit}", "pullRequestUrl": None}
+
+    def resolve(self, req, kind, repo, rev, path):
+        commit, files = self.repo(repo, kind).snapshot(rev)
+        if path not in files:
+            raise HubError(404, f"Entry not found: {path}", "EntryNotFound", commit)
+        data = files[path]
+        etag = hashlib.sha256(data).hexdigest() if is_lfs(data) else git_blob_sha1(data)
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
+        if is_lfs(data):
+            headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", req.headers.get("range", ""))
+        if not match:
+            return 200, headers, data
+        start, end = match.groups()
+        first, last = (len(data) - int(end), len(data) - 1) if not start else (int(start), int(end or len(data) - 1))
+        if first >= len(data) or first < 0:
+            return 416, {**headers, "Content-Range": f"bytes */{len(data)}"}, b""
+        last = min(last, len(data) - 1)
+        return 206, {**headers, "Content-Range": f"bytes {first}-{last}/{len(data)}"}, data[first:last + 1]
+
+    # ----- dispatch -----
+
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes):
+        """Returns (status, headers, body, handled) for one request."""
+        url = urlsplit(raw_path)
+        request = Request(method, {k: v[-1] for k, v in parse_qs(url.query).items()}, headers, body)
+        for methods, pattern, endpoint in self.routes:
+            match = re.fullmatch(pattern, url.path)
+            if method in methods.split() and match:
+                params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                if "kind" in match.groupdict():
+                    params["kind"] = params.get("kind", "model")
+                try:
+                    result = endpoint(request, **params)
+                except HubError as err:
+                    error_headers = {"X-Error-Message": err.message}
+                    if err.code:
+                        error_headers["X-Error-Code"] = err.code
+                    if err.commit:
+                        error_headers["X-Repo-Commit"] = err.commit
+                    return err.status, error_headers, _json_bytes({"error": err.message}), True
+                except Exception as err:  # a bug in this server: answer 500 and fail the test
+                    return 500, {}, _json_bytes({"error": f"test server crashed: {err!r}"}), False
+                if isinstance(result, tuple):
+                    return (*result, True)
+                if isinstance(result, bytes):
+                    return 200, {}, result, True
+                return 200, {"Content-Type": "application/json"}, _json_bytes(result), True
+        return 404, {}, _json_bytes({"error": f"test server: no route for {method} {url.path}"}), False
+
+
+_TYPE = r"(?P<kind>model|dataset)s"
+_PREFIX = r"(?:(?P<kind>dataset)s/)?"
+_REPO = r"(?P<repo>[^/]+/[^/]+)"
+_REV = r"(?P<rev>[^/]+)"
+
+
+def _json_bytes(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _file_entry(path: str, data: bytes) -> dict:
+    """A tree entry as the Hub lists it: the git blob id, plus the LFS object for LFS files."""
+    if not is_lfs(data):
+        return {"type": "file", "path": path, "size": len(data), "oid": git_blob_sha1(data)}
+    pointer = lfs_pointer(data)
+    return {"type": "file", "path": path, "size": len(data), "oid": git_blob_sha1(pointer),
+            "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": len(pointer)}}
+
+
+def _make_handler(server: HubServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the clients expect
+
+        def _serve(self):
+            body = self._read_body()  # always drained, or the next request on this connection breaks
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, answer_headers, answer, handled = server.handle(self.command, self.path, headers, body)
+            with server.lock:
+                server.requests.append(RecordedRequest(self.command, self.path, status, handled))
+            self.send_response(status)
+            for name, value in answer_headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(answer)
+
+        def _read_body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format, *args):  # keep pytest output clean
+            pass
+
+    return Handler
