@@ -124,7 +124,7 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         batch_size: int = 1,
         generator: Optional[Union[torch.Generator, List[torch.Generator]]] = None,
         num_inference_steps: Optional[int] = None,
-        eta: float = 0.0,
+        eta: Optional[float] = None,
         class_labels: Optional[Union[int, List[int], torch.Tensor]] = None,
         guidance_scale: float = 1.0,
         latents: Optional[torch.Tensor] = None,
@@ -144,9 +144,9 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
                 generation deterministic; a list of `batch_size` generators makes every image reproducible on its own.
             num_inference_steps (`int`, *optional*):
                 The number of denoising steps. Defaults to 1000 for ancestral DDPM sampling and 20 for the others.
-            eta (`float`, *optional*, defaults to 0.0):
+            eta (`float`, *optional*):
                 The DDIM noise scale (0 is deterministic DDIM, 1 is DDPM-like); only used by schedulers whose `step`
-                takes `eta`.
+                takes `eta`. When not given, the scheduler's own default (`SimpleScheduler`: its `eta` config) applies.
             class_labels (`int`, `List[int]` or `torch.Tensor`, *optional*):
                 Classes to generate, one for all images or one per image. Required for a class-conditional UNet,
                 rejected for an unconditional one.
@@ -190,7 +190,8 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         latents = latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        extra_step_kwargs = {"eta": eta} if "eta" in inspect.signature(self.scheduler.step).parameters else {}
+        takes_eta = "eta" in inspect.signature(self.scheduler.step).parameters
+        extra_step_kwargs = {"eta": eta} if eta is not None and takes_eta else {}
 
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_output = self.predict_noise(latents, t, labels, guidance_scale)

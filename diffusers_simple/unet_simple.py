@@ -69,24 +69,25 @@ class ResnetBlock(nn.Module):
 
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over the `height * width` positions, with a residual connection:
-    `x + W_o softmax(q k^T / sqrt(d)) v`, where `q, k, v` come from one 1x1 conv of `GroupNorm(x)`."""
+    `x + W_o softmax(q k^T / sqrt(d)) v`, where `q, k, v` come from one linear map of `GroupNorm(x)`."""
 
     def __init__(self, channels: int, head_dim: int, groups: int, eps: float):
         super().__init__()
         self.heads = channels // head_dim
         self.norm = nn.GroupNorm(groups, channels, eps=eps)
-        self.to_qkv = nn.Conv2d(channels, 3 * channels, kernel_size=1)
-        self.to_out = nn.Conv2d(channels, channels, kernel_size=1)
+        self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.to_out = nn.Linear(channels, channels)
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = hidden_states.shape
-        qkv = self.to_qkv(self.norm(hidden_states)).reshape(batch, 3, self.heads, channels // self.heads, -1)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (batch, heads, height * width, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = out.transpose(-1, -2).reshape(batch, channels, height, width)
-        return hidden_states + self.to_out(out)
+        tokens = self.norm(hidden_states).flatten(2).transpose(1, 2)  # (batch, height * width, channels)
+        # Heads as views with a contiguous last dim, which lets SDPA use its fused kernels (also on CPU).
+        q, k, v = self.to_qkv(tokens).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # (batch, heads, height * width, head_dim)
+        out = self.to_out(out.transpose(1, 2).flatten(2))
+        return hidden_states + out.transpose(1, 2).reshape(batch, channels, height, width)
 
 
 class UNetLayer(nn.Module):

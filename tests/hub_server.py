@@ -22,7 +22,7 @@ for datasets; ``{rev}`` is a URL-quoted branch name or commit id):
 Missing things answer 404 with ``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound``, which the
 clients turn into their own exceptions. Every request is recorded in ``HubServer.requests``; a request no
 route answers (or one whose handler crashed) is recorded with ``handled=False``, and the test suite fails
-on it. ``HubServer.fail_next_commits(n)`` makes the next ``n`` commit requests fail with a 500.
+on it. ``HubServer.fail_next_commits(n)`` makes the next ``n`` commit requests fail (500 by default).
 """
 
 import base64
@@ -41,8 +41,9 @@ LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub stores files from 10 MB on with LFS, 
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.parquet filter=lfs diff=lfs merge=lfs -text\n"
 
 
-def is_lfs(data: bytes) -> bool:
-    return len(data) >= LFS_MIN_SIZE or b"\0" in data[:512]
+def is_lfs(size: int, head: bytes) -> bool:
+    """Whether the Hub stores a file with LFS, from its size and its first 512 bytes."""
+    return size >= LFS_MIN_SIZE or b"\0" in head[:512]
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -52,6 +53,11 @@ def git_blob_sha1(data: bytes) -> str:
 def lfs_pointer(data: bytes) -> bytes:
     sha256 = hashlib.sha256(data).hexdigest()
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
+
+
+def content_id(data: bytes) -> str:
+    """The id of a file's content the Hub sends as ETag and preupload oid: sha256 for LFS files, else the git blob id."""
+    return hashlib.sha256(data).hexdigest() if is_lfs(len(data), data) else git_blob_sha1(data)
 
 
 def new_commit_id() -> str:
@@ -112,7 +118,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> bytes
         self.requests: list[RecordedRequest] = []
-        self.commit_failures_left = 0
+        self.commit_failures_left, self.commit_failure_status = 0, 500
         self.lock = threading.RLock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -140,10 +146,10 @@ class HubServer:
     # ----- helpers for tests -----
 
     def create_repo(self, repo_id: str, repo_type: str = "model", private: bool = False, files=None) -> Repo:
-        """Creates a repo directly (409 if it exists); `files` ({path: bytes}) are added in a second commit."""
+        """Creates a repo directly; `files` ({path: bytes}) are added in a second commit."""
         with self.lock:
             if (repo_type, repo_id) in self.repos:
-                raise HubError(409, f"You already created this {repo_type} repo: {repo_id}")
+                raise ValueError(f"The {repo_type} repo {repo_id} exists already.")
             repo = self.repos[repo_type, repo_id] = Repo(repo_type, repo_id, private)
             repo.add_commit({".gitattributes": GITATTRIBUTES})
             if files:
@@ -156,9 +162,10 @@ class HubServer:
                 raise HubError(404, "Repository not found", "RepoNotFound")
             return self.repos[repo_type, repo_id]
 
-    def fail_next_commits(self, n: int) -> None:
-        """Makes the next `n` commit requests answer 500 without committing anything."""
-        self.commit_failures_left = n
+    def fail_next_commits(self, n: int, status: int = 500) -> None:
+        """Makes the next `n` commit requests answer `status` without committing anything."""
+        with self.lock:
+            self.commit_failures_left, self.commit_failure_status = n, status
 
     def unhandled_requests(self, since: int = 0) -> list[RecordedRequest]:
         return [r for r in self.requests[since:] if not r.handled]
@@ -174,8 +181,13 @@ class HubServer:
     def create_repo_endpoint(self, req):
         payload = req.json()
         repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+        repo_type = payload.get("type") or "model"
         private = payload.get("visibility", "private" if payload.get("private") else "public") == "private"
-        repo = self.create_repo(repo_id, payload.get("type") or "model", private)
+        with self.lock:
+            if (repo_type, repo_id) in self.repos:  # the Hub's 409 carries the url, which `exist_ok=True` returns
+                url, message = self.repo_url(self.repos[repo_type, repo_id]), f"You already created this {repo_type} repo"
+                return 409, {"X-Error-Message": message}, _json_bytes({"error": message, "url": url})
+            repo = self.create_repo(repo_id, repo_type, private)
         return {"url": self.repo_url(repo), "name": repo_id}
 
     def validate_yaml(self, req):
@@ -186,14 +198,15 @@ class HubServer:
         commit, files = repo.snapshot(rev)
         siblings = []
         for path, data in sorted(files.items()):
-            sibling = {"rfilename": path, "size": len(data), "blobId": _file_entry(path, data)["oid"]}
-            if is_lfs(data):
-                sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                                  "pointerSize": len(lfs_pointer(data))}
+            entry = _file_entry(path, data)
+            sibling = {"rfilename": path, "size": entry["size"], "blobId": entry["oid"]}
+            if "lfs" in entry:
+                sibling["lfs"] = {"sha256": entry["lfs"]["oid"], "size": entry["size"],
+                                  "pointerSize": entry["lfs"]["pointerSize"]}
             siblings.append(sibling)
         return {"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit, "private": repo.private,
                 "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
-                "lastModified": datetime.now(timezone.utc).isoformat(), "siblings": siblings}
+                "lastModified": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "siblings": siblings}
 
     def tree(self, req, kind, repo, rev, path=""):
         commit, files = self.repo(repo, kind).snapshot(rev)
@@ -218,11 +231,10 @@ class HubServer:
         _, files = self.repo(repo, kind).snapshot(rev)
         answer = []
         for file in req.json()["files"]:
-            lfs = file["size"] >= LFS_MIN_SIZE or b"\0" in base64.b64decode(file["sample"])
-            old = files.get(file["path"])  # the client skips files whose oid did not change
-            old_oid = None if old is None else hashlib.sha256(old).hexdigest() if is_lfs(old) else git_blob_sha1(old)
+            lfs = is_lfs(file["size"], base64.b64decode(file["sample"]))
+            old = files.get(file["path"])  # the client skips files whose content id did not change
             answer.append({"path": file["path"], "uploadMode": "lfs" if lfs else "regular",
-                           "shouldIgnore": False, "oid": old_oid})
+                           "shouldIgnore": False, "oid": None if old is None else content_id(old)})
         return {"files": answer}
 
     def lfs_batch(self, req, kind, repo):
@@ -249,7 +261,7 @@ class HubServer:
         with self.lock:
             if self.commit_failures_left > 0:
                 self.commit_failures_left -= 1
-                raise HubError(500, "Internal Error - injected by the test server")
+                raise HubError(self.commit_failure_status, "Failure injected by the test server")
             files = dict(repo.commits[repo.main])
             for line in req.body.splitlines():
                 op = json.loads(line)
@@ -276,19 +288,17 @@ class HubServer:
         if path not in files:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", commit)
         data = files[path]
-        etag = hashlib.sha256(data).hexdigest() if is_lfs(data) else git_blob_sha1(data)
-        headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
-        if is_lfs(data):
-            headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{content_id(data)}"', "Accept-Ranges": "bytes"}
+        if is_lfs(len(data), data):
+            headers.update({"X-Linked-Etag": f'"{content_id(data)}"', "X-Linked-Size": str(len(data))})
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", req.headers.get("range", ""))
-        if not match:
+        if not match or match.groups() == ("", ""):
             return 200, headers, data
-        start, end = match.groups()
-        first, last = (len(data) - int(end), len(data) - 1) if not start else (int(start), int(end or len(data) - 1))
-        if first >= len(data) or first < 0:
-            return 416, {**headers, "Content-Range": f"bytes */{len(data)}"}, b""
-        last = min(last, len(data) - 1)
-        return 206, {**headers, "Content-Range": f"bytes {first}-{last}/{len(data)}"}, data[first:last + 1]
+        start, end, size = *match.groups(), len(data)  # "bytes=first-[last]" or "bytes=-suffix_length"
+        first, last = (int(start), min(int(end or size - 1), size - 1)) if start else (max(size - int(end), 0), size - 1)
+        if first > last:
+            return 416, {**headers, "Content-Range": f"bytes */{size}"}, b""
+        return 206, {**headers, "Content-Range": f"bytes {first}-{last}/{size}"}, data[first:last + 1]
 
     # ----- dispatch -----
 
@@ -333,7 +343,7 @@ def _json_bytes(obj) -> bytes:
 
 def _file_entry(path: str, data: bytes) -> dict:
     """A tree entry as the Hub lists it: the git blob id, plus the LFS object for LFS files."""
-    if not is_lfs(data):
+    if not is_lfs(len(data), data):
         return {"type": "file", "path": path, "size": len(data), "oid": git_blob_sha1(data)}
     pointer = lfs_pointer(data)
     return {"type": "file", "path": path, "size": len(data), "oid": git_blob_sha1(pointer),

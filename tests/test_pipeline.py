@@ -23,12 +23,16 @@ import diffusers_simple
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
 
 PACKAGE_DIR = os.path.dirname(diffusers_simple.__file__)
-TINY_UNET = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, attention_head_dim=8)
+TINY_UNET = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, attention_levels=(False, True),
+                 norm_num_groups=8, attention_head_dim=8)
 
 
 def tiny_pipeline(in_channels=3, num_class_embeds=None, sampler="dpmsolver++", seed=0):
     torch.manual_seed(seed)
     unet = SimpleUNet(in_channels=in_channels, out_channels=in_channels, num_class_embeds=num_class_embeds, **TINY_UNET)
+    with torch.no_grad():  # zero-initialised output layers would hide the conditioning: give every weight a value
+        for p in unet.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
     pipe = SimpleDiffusionPipeline(unet=unet.eval(), scheduler=SimpleScheduler(sampler=sampler))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -47,8 +51,8 @@ def saved_dir(pipe, tmp_path_factory):
 
 
 def sample(pipe, seed=0, **kwargs):
-    kwargs = {"num_inference_steps": 4, "output_type": "np", **kwargs}
-    return pipe(generator=torch.Generator().manual_seed(seed), **kwargs).images
+    kwargs = {"num_inference_steps": 4, "output_type": "np", "generator": torch.Generator().manual_seed(seed), **kwargs}
+    return pipe(**kwargs).images
 
 
 # --- sampling -------------------------------------------------------------------------------------------------------
@@ -85,16 +89,20 @@ def test_generator_list_gives_per_image_reproducibility(sampler):
     np.testing.assert_allclose(batch[1:], single, atol=1e-5)
 
 
-def test_default_steps_depend_on_sampler():
-    seen = []
-    def count(pipe, i, t, kwargs):
-        seen.append(int(t))
-        return kwargs
-    tiny_pipeline(sampler="dpmsolver++")(output_type="np", callback_on_step_end=count)
-    assert len(seen) == 20
-    seen.clear()
-    tiny_pipeline(sampler="ddpm")(output_type="np", callback_on_step_end=count)
-    assert len(seen) == 1000
+class StopSampling(Exception):
+    pass
+
+
+@pytest.mark.parametrize("scheduler, expected_steps", [
+    (SimpleScheduler(sampler="dpmsolver++"), 20), (SimpleScheduler(sampler="ddim"), 20),
+    (SimpleScheduler(sampler="ddpm"), 1000), (DDPMScheduler(), 1000), (DDIMScheduler(), 20),
+])
+def test_default_steps_depend_on_sampler(pipe, scheduler, expected_steps):
+    def stop_at_first_step(pipe, i, t, kwargs):
+        raise StopSampling(len(pipe.scheduler.timesteps))
+    with pytest.raises(StopSampling) as stopped:
+        SimpleDiffusionPipeline(unet=pipe.unet, scheduler=scheduler)(callback_on_step_end=stop_at_first_step)
+    assert stopped.value.args[0] == expected_steps
 
 
 def test_callback_on_step_end_sees_and_replaces_latents(pipe):
@@ -132,19 +140,30 @@ def test_same_images_as_diffusers_pipelines(reference_pipeline, scheduler_cls, e
     np.testing.assert_allclose(sample(ours, batch_size=2, num_inference_steps=5, **extra), expected, atol=1e-6)
 
 
+def final_latents(pipe, **kwargs):
+    """The last latents before they are clamped to images (an untrained UNet saturates the images)."""
+    seen = []
+    def keep(pipe, i, t, callback_kwargs):
+        seen.append(callback_kwargs["latents"])
+        return callback_kwargs
+    sample(pipe, callback_on_step_end=keep, **kwargs)
+    return seen[-1]
+
+
 def test_classifier_free_guidance():
     pipe = tiny_pipeline(num_class_embeds=3)
-    plain = sample(pipe, class_labels=1)
-    assert not np.allclose(plain, sample(pipe, class_labels=2))
-    np.testing.assert_array_equal(plain, sample(pipe, class_labels=[1]))
-    guided = sample(pipe, class_labels=1, guidance_scale=3.0)
-    assert np.isfinite(guided).all() and not np.allclose(plain, guided)
-    per_image = sample(pipe, batch_size=2, class_labels=torch.tensor([0, 2]))
-    assert per_image.shape == (2, 8, 8, 3)
+    plain = final_latents(pipe, class_labels=1)
+    assert not torch.allclose(plain, final_latents(pipe, class_labels=2))
+    torch.testing.assert_close(plain, final_latents(pipe, class_labels=[1]), rtol=0, atol=0)
+    guided = final_latents(pipe, class_labels=1, guidance_scale=3.0)
+    assert torch.isfinite(guided).all() and not torch.allclose(plain, guided)
+    generators = [torch.Generator().manual_seed(s) for s in (5, 0)]
+    per_image = final_latents(pipe, batch_size=2, class_labels=torch.tensor([0, 2]), generator=generators)
+    torch.testing.assert_close(per_image[1:], final_latents(pipe, class_labels=2), rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"output_type": "latent"}, r"output_type.*'latent'.*\('pil', 'np', 'pt'\)"),
+    ({"output_type": "latent"}, r"output_type.*\('pil', 'np', 'pt'\).*'latent'"),
     ({"class_labels": 1}, r"class_labels.*1.*unconditional"),
     ({"guidance_scale": 5.0}, r"guidance_scale.*5\.0.*unconditional"),
     ({"batch_size": 0}, r"batch_size.*0"),
@@ -272,3 +291,10 @@ def test_swap_scheduler_and_back(saved_dir, tmp_path):
 def test_from_pretrained_rejects_unknown_arguments(saved_dir):
     with pytest.raises(ValueError, match="bogus"):
         SimpleDiffusionPipeline.from_pretrained(saved_dir, bogus=1)
+
+
+def test_eta_defaults_to_the_scheduler_config():
+    ddim_eta1 = tiny_pipeline(sampler="ddim")
+    ddim_eta1.scheduler = SimpleScheduler(sampler="ddim", eta=1.0)
+    torch.testing.assert_close(final_latents(ddim_eta1), final_latents(ddim_eta1, eta=1.0), rtol=0, atol=0)
+    assert not torch.allclose(final_latents(ddim_eta1), final_latents(ddim_eta1, eta=0.0))

@@ -1,0 +1,616 @@
+# Copyright 2025 The diffusers-simple authors. Licensed under the Apache License, Version 2.0.
+#
+# Self-contained on purpose: this file imports only the standard library, numpy, torch and diffusers, because
+# `save_pretrained` copies it verbatim into checkpoints loaded with `trust_remote_code=True`.
+"""
+`SimpleScheduler`: the forward process of DDPM and three ways to run it backwards, in one file.
+
+Notation (Ho et al. 2020): `abar_t` is the cumulative product of `1 - beta_s` for s <= t, so that the forward
+process is x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps. For DPM-Solver (Lu et al. 2022) alpha_t = sqrt(abar_t),
+sigma_t = sqrt(1 - abar_t) and lambda_t = log(alpha_t / sigma_t) is the half log-SNR.
+
+Papers:
+- DDPM: Ho, Jain, Abbeel 2020, "Denoising Diffusion Probabilistic Models", https://huggingface.co/papers/2006.11239
+- DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", https://huggingface.co/papers/2010.02502
+- DPM-Solver++: Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
+  https://huggingface.co/papers/2211.01095
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "linear_rescaled")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing", "logsnr")
+VARIANCE_TYPES = ("fixed_small", "fixed_large", None)  # None: what DPMSolverMultistepScheduler saves; = fixed_small
+
+
+@dataclass
+class SimpleSchedulerOutput(BaseOutput):
+    """
+    Output class for the scheduler's `step` function.
+
+    Args:
+        prev_sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)` for images):
+            Computed sample `x_{t-1}` of the previous timestep, in the dtype of the input `sample`. Use it as the
+            next model input in the denoising loop.
+        pred_original_sample (`torch.Tensor` of shape `(batch_size, num_channels, height, width)` for images):
+            The predicted denoised sample `x_0` (after clipping or thresholding) from the current timestep, for
+            previews or guidance.
+    """
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        accepted = ", ".join(repr(c) for c in choices if c is not None)
+        raise ValueError(f"Unsupported {name}={value!r}; accepted values are {accepted}.")
+
+
+def _check_eta(eta):
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta={eta!r} is out of range; accepted values are 0 <= eta <= 1.")
+
+
+def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """
+    The named beta schedules, with the same float32 values as Diffusers' DDPMScheduler.
+
+    Args:
+        beta_schedule (`str`):
+            One of `"linear"`, `"scaled_linear"`, `"squaredcos_cap_v2"`, `"sigmoid"` or `"linear_rescaled"`.
+        num_train_timesteps (`int`):
+            The number of betas `T`.
+        beta_start (`float`):
+            The first beta (unused by `"squaredcos_cap_v2"`).
+        beta_end (`float`):
+            The last beta (unused by `"squaredcos_cap_v2"`).
+
+    Returns:
+        `torch.Tensor`: the `T` betas, float32.
+    """
+    T = num_train_timesteps
+    if beta_schedule == "linear":  # Ho et al. 2020, Sec. 4: linear from 1e-4 to 0.02 over T = 1000
+        return torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+    if beta_schedule == "linear_rescaled":
+        # The same schedule stretched to any T, as in the DDPM authors' and improved-diffusion's code:
+        # beta from beta_start * 1000 / T to beta_end * 1000 / T, so that short chains still end in pure noise.
+        scale = 1000 / T
+        return torch.linspace(beta_start * scale, beta_end * scale, T, dtype=torch.float32)
+    if beta_schedule == "scaled_linear":  # latent diffusion: linear in sqrt(beta)
+        return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+        # Nichol & Dhariwal 2021, eq. 17: abar(t) = cos^2((t / T + s) / (1 + s) * pi / 2), s = 0.008,
+        # beta_t = 1 - abar(t + 1) / abar(t), capped at 0.999.
+        def abar(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        betas = [min(1 - abar((i + 1) / T) / abar(i / T), 0.999) for i in range(T)]
+        return torch.tensor(betas, dtype=torch.float32)
+    # "sigmoid", GeoDiff (Xu et al. 2022)
+    return torch.sigmoid(torch.linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """
+    Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Algorithm 1: shift and scale
+    sqrt(abar) so that the last timestep has zero SNR (abar_T = 0) while the first keeps its value.
+
+    Args:
+        betas (`torch.Tensor`): the betas to rescale.
+
+    Returns:
+        `torch.Tensor`: the rescaled betas (the last one is 1).
+    """
+    sqrt_abar = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
+    sqrt_abar = (sqrt_abar - last) * (first / (first - last))
+    abar = sqrt_abar**2
+    alphas = torch.cat([abar[0:1], abar[1:] / abar[:-1]])
+    return 1 - alphas
+
+
+class SimpleScheduler(SchedulerMixin, ConfigMixin):
+    """
+    `SimpleScheduler` holds the DDPM forward process (`add_noise`) and three samplers that reverse it: ancestral DDPM
+    sampling, DDIM, and multistep DPM-Solver++. The config keys mean the same as in [`DDPMScheduler`],
+    [`DDIMScheduler`] and [`DPMSolverMultistepScheduler`], so `from_config` works in both directions and keeps the
+    noise schedule. Unlike `DDIMScheduler`, the previous timestep is always read from the actual timestep sequence
+    (correct for every `timestep_spacing`).
+
+    This model inherits from [`SchedulerMixin`] and [`ConfigMixin`]. Check the superclass documentation for the generic
+    methods the library implements for all schedulers such as loading and saving.
+
+    Args:
+        num_train_timesteps (`int`, defaults to 1000):
+            The number of diffusion steps `T` used to train the model.
+        beta_start (`float`, defaults to 0.0001):
+            The first `beta` of the schedule.
+        beta_end (`float`, defaults to 0.02):
+            The last `beta` of the schedule.
+        beta_schedule (`str`, defaults to `"linear"`):
+            `"linear"`, `"scaled_linear"`, `"squaredcos_cap_v2"`, `"sigmoid"`, or `"linear_rescaled"`: the original
+            DDPM schedule for any `T`, linear from `beta_start * 1000 / T` to `beta_end * 1000 / T`. With
+            `"linear_rescaled"` the computed betas are also written to the config as `trained_betas` (which then take
+            precedence when the config is loaded), so that Diffusers' schedulers built with `from_config` reproduce
+            them exactly.
+        trained_betas (`np.ndarray` or `list[float]`, *optional*):
+            Betas to use directly instead of `beta_schedule`; must have `num_train_timesteps` entries.
+        sampler (`str`, defaults to `"dpmsolver++"`):
+            The reverse process used by `step`: `"ddpm"` (ancestral sampling, Ho et al. 2020), `"ddim"` (Song et al.
+            2021, stochasticity set by `eta`) or `"dpmsolver++"` (multistep DPM-Solver++, Lu et al. 2022).
+        variance_type (`str`, defaults to `"fixed_small"`):
+            Noise variance of the `"ddpm"` sampler: `"fixed_small"` (the posterior variance beta_tilde_t) or
+            `"fixed_large"` (beta_t). `None`, as saved by `DPMSolverMultistepScheduler`, means `"fixed_small"`.
+        eta (`float`, defaults to 0.0):
+            Weight of the noise of the `"ddim"` sampler, in [0, 1]: 0 is deterministic DDIM, 1 matches DDPM's
+            `"fixed_small"` posterior. `step(..., eta=...)` overrides it per call.
+        solver_order (`int`, defaults to 2):
+            Order of the `"dpmsolver++"` sampler: 1 (equal to DDIM with `eta=0`), 2 or 3.
+        lower_order_final (`bool`, defaults to `True`):
+            For `"dpmsolver++"` with fewer than 15 steps, use first order on the last step and at most second order
+            on the one before it, which stabilises few-step sampling (as in `DPMSolverMultistepScheduler`).
+        prediction_type (`str`, defaults to `"epsilon"`):
+            What the model predicts: `"epsilon"` (the noise), `"v_prediction"` (v = alpha_t eps - sigma_t x_0, see
+            section 2.4 of [Imagen Video](https://huggingface.co/papers/2210.02303)) or `"sample"` (x_0).
+        clip_sample (`bool`, defaults to `False`):
+            Clip the predicted `x_0` to `[-clip_sample_range, clip_sample_range]`.
+        clip_sample_range (`float`, defaults to 1.0):
+            The maximum magnitude for sample clipping. Valid only when `clip_sample=True`.
+        thresholding (`bool`, defaults to `False`):
+            Whether to use "dynamic thresholding" (Imagen) on the predicted `x_0`; takes precedence over
+            `clip_sample`. Unsuitable for latent-space models.
+        dynamic_thresholding_ratio (`float`, defaults to 0.995):
+            The percentile of `|x_0|` used as threshold. Valid only when `thresholding=True`.
+        sample_max_value (`float`, defaults to 1.0):
+            The largest threshold allowed. Valid only when `thresholding=True`.
+        timestep_spacing (`str`, defaults to `"trailing"`):
+            How `set_timesteps` picks `num_inference_steps` of the `T` train timesteps: `"linspace"`, `"leading"` or
+            `"trailing"` as defined by `DDPMScheduler` (Table 2 of [Common Diffusion Noise Schedules and Sample Steps
+            are Flawed](https://huggingface.co/papers/2305.08891)), or `"logsnr"`: uniform in log-SNR lambda, rounded
+            to integer train timesteps with duplicates removed (so possibly fewer steps), the integer counterpart of
+            `DPMSolverMultistepScheduler(use_lu_lambdas=True)`.
+        steps_offset (`int`, defaults to 0):
+            An offset added to the `"leading"` timesteps, as required by some model families.
+        rescale_betas_zero_snr (`bool`, defaults to `False`):
+            Rescale the betas to have zero terminal SNR (Lin et al. 2024), so samples can be very bright or dark.
+            Use it with `prediction_type="v_prediction"`: at zero SNR an epsilon prediction does not determine x_0.
+        set_alpha_to_one (`bool`, defaults to `True`):
+            Where the last step goes: to `abar = 1` (the clean sample; DDPM, DDIM's default and
+            DPMSolverMultistep's `final_sigmas_type="zero"`) or, if `False`, to the noise level of train timestep 0
+            (DDIM's `set_alpha_to_one=False`, DPMSolverMultistep's `final_sigmas_type="sigma_min"`).
+    """
+
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    order = 1  # one model evaluation per step, also for multistep DPM-Solver++ (as in DPMSolverMultistepScheduler)
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: np.ndarray | list[float] | None = None,
+        sampler: str = "dpmsolver++",
+        variance_type: str | None = "fixed_small",
+        eta: float = 0.0,
+        solver_order: int = 2,
+        lower_order_final: bool = True,
+        prediction_type: str = "epsilon",
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        timestep_spacing: str = "trailing",
+        steps_offset: int = 0,
+        rescale_betas_zero_snr: bool = False,
+        set_alpha_to_one: bool = True,
+    ):
+        _check_choice("sampler", sampler, SAMPLERS)
+        _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        _check_choice("variance_type", variance_type, VARIANCE_TYPES)
+        _check_choice("solver_order", solver_order, (1, 2, 3))
+        _check_eta(eta)
+        if num_train_timesteps < 1:
+            raise ValueError(f"num_train_timesteps={num_train_timesteps!r} must be a positive integer.")
+
+        if trained_betas is not None:
+            betas = torch.tensor(trained_betas, dtype=torch.float32)
+        else:
+            betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
+            if beta_schedule == "linear_rescaled":
+                # Diffusers' schedulers do not know this schedule but all accept `trained_betas`. A key listed in
+                # `_use_default_values` is dropped by `from_config`, so take "trained_betas" off that list.
+                unset = [k for k in self.config.get("_use_default_values", []) if k != "trained_betas"]
+                self.register_to_config(trained_betas=betas.tolist(), _use_default_values=unset)
+        if betas.shape != (num_train_timesteps,):
+            raise ValueError(
+                f"trained_betas has {betas.numel()} values but num_train_timesteps={num_train_timesteps}; "
+                "pass exactly one beta per train timestep."
+            )
+        if not bool(((betas >= 0) & (betas <= 1)).all()):
+            source = "trained_betas" if trained_betas is not None else (
+                f"beta_schedule={beta_schedule!r} with beta_start={beta_start}, beta_end={beta_end} and "
+                f"num_train_timesteps={num_train_timesteps}"
+            )
+            raise ValueError(
+                f"{source} gives betas outside [0, 1] (min {betas.min().item():.4g}, max {betas.max().item():.4g})."
+            )
+        if rescale_betas_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)
+
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)  # abar_t, float32, kept on the CPU
+        # abar after the last step: 1 (the clean sample) or abar_0
+        self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
+        if timestep_spacing == "logsnr" and self.alphas_cumprod[-1] <= 0:
+            raise ValueError(
+                "timestep_spacing='logsnr' needs a finite log-SNR at every train timestep, but abar_T = 0 here "
+                f"(rescale_betas_zero_snr={rescale_betas_zero_snr}); use 'trailing', 'leading' or 'linspace'."
+            )
+
+        self.init_noise_sigma = 1.0  # x_T ~ N(0, I)
+
+        # set by `set_timesteps`
+        self.num_inference_steps = None
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
+        # DPM-Solver++ multistep state: x_0 predictions of the latest steps (oldest first) and the index of the
+        # timestep that continues them
+        self.model_outputs = []
+        self._step_index = None
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """
+        Ensures interchangeability with schedulers that need to scale the denoising model input depending on the
+        current timestep; this one does not (`init_noise_sigma` is 1).
+
+        Args:
+            sample (`torch.Tensor`):
+                The input sample.
+            timestep (`int`, *optional*):
+                The current timestep in the diffusion chain.
+
+        Returns:
+            `torch.Tensor`: the unchanged sample.
+        """
+        return sample
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | None = None,
+    ):
+        """
+        Sets the discrete timesteps used for the diffusion chain (to be run before inference) and resets the
+        multistep state.
+
+        Args:
+            num_inference_steps (`int`, *optional*):
+                The number of denoising steps, from 1 to `num_train_timesteps`, spaced by `timestep_spacing`.
+                Exactly one of `num_inference_steps` and `timesteps` must be given.
+            device (`str` or `torch.device`, *optional*):
+                The device to move `self.timesteps` to. If `None`, the timesteps stay on the CPU.
+            timesteps (`list[int]`, *optional*):
+                Custom timesteps: strictly descending integers in `[0, num_train_timesteps - 1]`.
+        """
+        T = self.config.num_train_timesteps
+        if (num_inference_steps is None) == (timesteps is None):
+            raise ValueError(
+                f"Pass exactly one of `num_inference_steps` (got {num_inference_steps!r}) or `timesteps` "
+                f"(got {timesteps!r})."
+            )
+        if timesteps is None:
+            if not 1 <= num_inference_steps <= T:
+                raise ValueError(
+                    f"num_inference_steps={num_inference_steps!r} is out of range; accepted values are 1 to "
+                    f"num_train_timesteps={T}."
+                )
+            timesteps = self._spaced_timesteps(num_inference_steps)
+            source = f"timestep_spacing={self.config.timestep_spacing!r}, steps_offset={self.config.steps_offset}"
+        else:
+            source = "custom timesteps"
+
+        timesteps = np.array(timesteps.cpu().numpy() if isinstance(timesteps, torch.Tensor) else timesteps)
+        if (
+            timesteps.ndim != 1
+            or timesteps.size == 0
+            or not np.all(np.round(timesteps) == timesteps)
+            or not np.all(np.diff(timesteps) < 0)
+            or timesteps.min() < 0
+            or timesteps.max() > T - 1
+        ):
+            raise ValueError(
+                f"Invalid timesteps {timesteps.tolist()} ({source}): they must be strictly descending integers in "
+                f"[0, {T - 1}] (num_train_timesteps={T})."
+            )
+
+        self.timesteps = torch.from_numpy(timesteps.astype(np.int64)).to(device)
+        self.num_inference_steps = len(timesteps)
+        self.model_outputs = []
+        self._step_index = None
+
+    def _spaced_timesteps(self, num_inference_steps: int) -> np.ndarray:
+        # "linspace", "leading", "trailing": Lin et al. 2024, Table 2, with DDPMScheduler's definitions
+        T, n = self.config.num_train_timesteps, num_inference_steps
+        if self.config.timestep_spacing == "linspace":
+            return np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
+        if self.config.timestep_spacing == "leading":
+            return (np.arange(n) * (T // n))[::-1] + self.config.steps_offset
+        if self.config.timestep_spacing == "trailing":
+            return np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+        # "logsnr": uniform steps in lambda_t = log(alpha_t / sigma_t) from lambda_{T-1} to lambda_0, each mapped
+        # to the (fractional) train timestep with that lambda by linear interpolation, then rounded.
+        abar = self.alphas_cumprod.double().numpy()
+        lambdas = 0.5 * np.log(abar / (1 - abar))  # decreasing in t
+        targets = np.linspace(lambdas[-1], lambdas[0], n)
+        t = np.interp(targets, lambdas[::-1], np.arange(T - 1, -1, -1))
+        return np.unique(t.round().astype(np.int64))[::-1]
+
+    def index_for_timestep(self, timestep: int | torch.Tensor) -> int:
+        """
+        The position of `timestep` in `self.timesteps`.
+
+        Args:
+            timestep (`int` or `torch.Tensor`): a timestep of the current schedule.
+
+        Returns:
+            `int`: its index.
+        """
+        matches = (self.timesteps == int(timestep)).nonzero()
+        if len(matches) == 0:
+            raise ValueError(
+                f"timestep={int(timestep)} is not in the current schedule {self.timesteps.tolist()}; step with the "
+                "timesteps set by `set_timesteps`."
+            )
+        return int(matches[0])
+
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
+        """
+        The timestep that `step` goes to from `timestep`: the next entry of `self.timesteps`, or -1 after the last.
+
+        Args:
+            timestep (`int` or `torch.Tensor`): a timestep of the current schedule.
+
+        Returns:
+            `int`: the previous timestep, -1 meaning "after the last step" (`abar = final_alpha_cumprod`).
+        """
+        return self._timestep_after(self.index_for_timestep(timestep))
+
+    def _timestep_after(self, index: int) -> int:
+        return int(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1
+
+    def _abar(self, t: int) -> torch.Tensor:
+        return self.alphas_cumprod[t] if t >= 0 else self.final_alpha_cumprod
+
+    def _predict_x0_and_eps(self, model_output, sample, abar_t):
+        # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps and v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0
+        if self.config.prediction_type == "epsilon":  # Ho et al. eq. 15
+            eps = model_output
+            x0 = (sample - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+        elif self.config.prediction_type == "v_prediction":
+            x0 = abar_t.sqrt() * sample - (1 - abar_t).sqrt() * model_output
+            eps = abar_t.sqrt() * model_output + (1 - abar_t).sqrt() * sample
+        else:  # "sample"
+            x0 = model_output
+            eps = (sample - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+        return x0, eps
+
+    def _clip_or_threshold(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.config.thresholding:
+            # Dynamic thresholding (Saharia et al. 2022, Imagen): s = a high percentile of |x_0| per sample, at least
+            # 1 and at most sample_max_value; clip x_0 to [-s, s] and divide by s.
+            s = torch.quantile(x0.reshape(x0.shape[0], -1).abs(), self.config.dynamic_thresholding_ratio, dim=1)
+            s = s.clamp(min=1, max=self.config.sample_max_value).reshape(-1, *[1] * (x0.ndim - 1))
+            return torch.clamp(x0, -s, s) / s
+        if self.config.clip_sample:
+            return x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
+        return x0
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+        eta: float | None = None,
+    ) -> SimpleSchedulerOutput | tuple:
+        """
+        One step of the reverse process, from `timestep` to the next timestep of the schedule, with the configured
+        `sampler`. Computed in float32; the outputs have the dtype of `sample`.
+
+        Args:
+            model_output (`torch.Tensor`):
+                The direct output of the diffusion model at `timestep` (see `prediction_type`).
+            timestep (`int` or `torch.Tensor`):
+                The current timestep; must be one of `self.timesteps`.
+            sample (`torch.Tensor`):
+                The current sample `x_t`.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+                Random number generator(s) for the noise of the `"ddpm"` and `"ddim"` (`eta > 0`) samplers. The
+                noise is drawn like `DDPMScheduler` / `DDIMScheduler` draw it, so the same seed gives the same
+                samples.
+            return_dict (`bool`, defaults to `True`):
+                Whether to return a [`SimpleSchedulerOutput`] or a tuple.
+            eta (`float`, *optional*):
+                Overrides `config.eta` for this step of the `"ddim"` sampler; ignored by the other samplers.
+
+        Returns:
+            [`SimpleSchedulerOutput`] or `tuple`: `(prev_sample, pred_original_sample)`.
+        """
+        if self.num_inference_steps is None:
+            raise ValueError("`step` was called before `set_timesteps`; call `set_timesteps(num_inference_steps)`.")
+        index = self.index_for_timestep(timestep)
+        t, prev_t = int(self.timesteps[index]), self._timestep_after(index)
+
+        x_t = sample.float()
+        x0, eps = self._predict_x0_and_eps(model_output.float(), x_t, self._abar(t))
+        x0 = self._clip_or_threshold(x0)
+
+        if self.config.sampler == "ddpm":
+            prev_sample = self._ddpm_step(x0, x_t, t, prev_t, generator)
+        elif self.config.sampler == "ddim":
+            eta = self.config.eta if eta is None else eta
+            _check_eta(eta)
+            prev_sample = self._ddim_step(x0, eps, t, prev_t, eta, generator)
+        else:
+            prev_sample = self._dpm_solver_step(x0, x_t, index, t, prev_t)
+
+        prev_sample, x0 = prev_sample.to(sample.dtype), x0.to(sample.dtype)
+        if not return_dict:
+            return (prev_sample, x0)
+        return SimpleSchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
+
+    def _ddpm_step(self, x0, x_t, t, prev_t, generator):
+        # Ho et al. 2020, Algorithm 2, for a step t -> prev_t that may skip train timesteps: it uses the effective
+        # alpha_t = abar_t / abar_prev and beta_t = 1 - alpha_t of that step.
+        abar_t, abar_prev = self._abar(t), self._abar(prev_t)
+        alpha_t = abar_t / abar_prev
+        beta_t = 1 - alpha_t
+        # eq. 7: posterior mean mu_tilde(x_t, x_0) (with x_0 from eq. 15 this is eq. 11)
+        # = sqrt(abar_prev) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) x_t
+        coef_x0 = abar_prev.sqrt() * beta_t / (1 - abar_t)
+        coef_xt = alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)
+        mean = coef_x0 * x0 + coef_xt * x_t
+        if prev_t < 0:  # Algorithm 2: z = 0 on the last step
+            return mean
+        # Sec. 3.2: sigma_t^2 = beta_tilde_t = (1 - abar_prev) / (1 - abar_t) beta_t ("fixed_small") or beta_t
+        variance = beta_t if self.config.variance_type == "fixed_large" else (1 - abar_prev) / (1 - abar_t) * beta_t
+        noise = randn_tensor(x_t.shape, generator=generator, device=x_t.device, dtype=torch.float32)
+        return mean + variance.sqrt() * noise
+
+    def _ddim_step(self, x0, eps, t, prev_t, eta, generator):
+        abar_t, abar_prev = self._abar(t), self._abar(prev_t)
+        # Song et al. 2021, eq. 16:
+        # sigma_t(eta) = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)
+        sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt()
+        # eq. 12: x_prev = sqrt(abar_prev) x_0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z
+        prev_sample = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).sqrt() * eps
+        if eta > 0:
+            noise = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=torch.float32)
+            prev_sample = prev_sample + sigma * noise
+        return prev_sample
+
+    def _alpha_sigma_lambda(self, t: int):
+        abar = self._abar(t)
+        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+        return alpha, sigma, alpha.log() - sigma.log()  # lambda = +inf when sigma = 0 (the clean sample)
+
+    def _dpm_solver_step(self, x0, x_t, index, t, prev_t):
+        # Multistep DPM-Solver++ (Lu et al. 2022) integrates the diffusion ODE in lambda with the data prediction
+        # x_0. It reuses the x_0 of the previous steps; a step that does not continue them starts a new history.
+        if index != self._step_index:
+            self.model_outputs = []
+        self.model_outputs = [*self.model_outputs, x0][-self.config.solver_order :]
+        self._step_index = index + 1
+
+        n = len(self.timesteps)
+        order = len(self.model_outputs)
+        short = self.config.lower_order_final and n < 15
+        if index == n - 1 and (short or self.config.set_alpha_to_one):  # lambda = inf at the end: 1st order only
+            order = 1
+        elif index == n - 2 and short:
+            order = min(order, 2)
+
+        # Lu et al.'s notation: the step goes from s0 = t to "t" = prev_t; s1, s2 are the timesteps before s0
+        alpha_t, sigma_t, lambda_t = self._alpha_sigma_lambda(prev_t)
+        _, sigma_s0, lambda_s0 = self._alpha_sigma_lambda(t)
+        h = lambda_t - lambda_s0
+        m0 = self.model_outputs[-1]
+
+        if order == 1:
+            # Alg. 2, first step (DPM-Solver++(1), equal to DDIM):
+            # x_t = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) x0_s
+            return (sigma_t / sigma_s0) * x_t - alpha_t * (torch.exp(-h) - 1) * m0
+
+        m1 = self.model_outputs[-2]
+        lambda_s1 = self._alpha_sigma_lambda(int(self.timesteps[index - 1]))[2]
+        r0 = (lambda_s0 - lambda_s1) / h
+        if order == 2:
+            # Alg. 2, DPM-Solver++(2M): D = (1 + 1 / (2 r)) x0_s0 - 1 / (2 r) x0_s1, r = h_{i-1} / h_i,
+            # x_t = sigma_t / sigma_s0 x_s0 - alpha_t (e^{-h} - 1) D
+            D = (1 + 1 / (2 * r0)) * m0 - (1 / (2 * r0)) * m1
+            return (sigma_t / sigma_s0) * x_t - alpha_t * (torch.exp(-h) - 1) * D
+
+        # DPM-Solver++(3M), the third-order multistep rule of the DPM-Solver++ reference code: first and second
+        # divided differences D1, D2 of x_0 in lambda, then the exponential-integrator update.
+        m2 = self.model_outputs[-3]
+        lambda_s2 = self._alpha_sigma_lambda(int(self.timesteps[index - 2]))[2]
+        r1 = (lambda_s1 - lambda_s2) / h
+        D1_0, D1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+        D1 = D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1)
+        D2 = (D1_0 - D1_1) / (r0 + r1)
+        phi_1 = torch.exp(-h) - 1
+        return (
+            (sigma_t / sigma_s0) * x_t
+            - alpha_t * phi_1 * m0
+            + alpha_t * (phi_1 / h + 1) * D1
+            - alpha_t * ((phi_1 + h) / h**2 - 0.5) * D2
+        )
+
+    def _abar_like(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        # abar at each timestep, float32, shaped to broadcast over a batch like `like`
+        abar = self.alphas_cumprod.to(like.device)[torch.as_tensor(timesteps, device=like.device)]
+        return abar.flatten().reshape(-1, *[1] * (like.ndim - 1))
+
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor
+    ) -> torch.Tensor:
+        """
+        The forward process (Ho et al. 2020, eq. 4): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, computed in
+        float32 whatever the input dtype and returned in the dtype of `original_samples`.
+
+        Args:
+            original_samples (`torch.Tensor`):
+                The clean samples `x_0`, batch first.
+            noise (`torch.Tensor`):
+                The noise `eps`, same shape.
+            timesteps (`torch.IntTensor`):
+                One train timestep per sample (or one for all).
+
+        Returns:
+            `torch.Tensor`: the noisy samples `x_t`.
+        """
+        abar = self._abar_like(timesteps, original_samples)
+        noisy = abar.sqrt() * original_samples.float() + (1 - abar).sqrt() * noise.float()
+        return noisy.to(original_samples.dtype)
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor) -> torch.Tensor:
+        """
+        The v-prediction target v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022), computed in float32
+        and returned in the dtype of `sample`.
+
+        Args:
+            sample (`torch.Tensor`):
+                The clean samples `x_0`, batch first.
+            noise (`torch.Tensor`):
+                The noise `eps`, same shape.
+            timesteps (`torch.IntTensor`):
+                One train timestep per sample (or one for all).
+
+        Returns:
+            `torch.Tensor`: the velocity `v`.
+        """
+        abar = self._abar_like(timesteps, sample)
+        velocity = abar.sqrt() * noise.float() - (1 - abar).sqrt() * sample.float()
+        return velocity.to(sample.dtype)
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps

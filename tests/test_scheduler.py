@@ -1,0 +1,553 @@
+"""SimpleScheduler against Diffusers' DDPM, DDIM and DPMSolverMultistep schedulers (CPU, offline, ~10 s)."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from diffusers_simple.scheduling_simple import SimpleScheduler, SimpleSchedulerOutput
+
+
+ATOL = 1e-5
+SHAPE = (2, 3, 8, 8)
+
+# raised inside DPMSolverMultistepScheduler.set_timesteps with numpy 2, not by this package
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+def make_model(scheduler):
+    """A fixed stand-in for a trained network, a smooth function of (x_t, t): the exact denoiser for data
+    x_0 ~ N(0.3, 1) under the scheduler's noise schedule plus a bounded nonlinear term, expressed in the
+    scheduler's `prediction_type`. Its x_0 predictions stay O(1), so atol 1e-5 is a tight tolerance."""
+    alphas_cumprod, prediction_type = scheduler.alphas_cumprod, scheduler.config.prediction_type
+    mean, var = 0.3, 1.0
+
+    def model(x, t):
+        alpha, sigma = alphas_cumprod[t].sqrt(), (1 - alphas_cumprod[t]).sqrt()
+        x0 = mean + alpha * var * (x - alpha * mean) / (alpha**2 * var + sigma**2)  # E[x_0 | x_t]
+        x0 = x0 + 0.2 * sigma * torch.sin(3 * x)
+        eps = (x - alpha * x0) / sigma
+        return {"epsilon": eps, "v_prediction": alpha * eps - sigma * x0, "sample": x0}[prediction_type]
+
+    return model
+
+
+def initial_noise(seed=0, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return randn_tensor(SHAPE, generator=generator) * scale, generator
+
+
+def denoise(scheduler, start=0, x=None, step_kwargs=None, seed=0):
+    """Run the sampling loop from `scheduler.timesteps[start]` on; return every step's output."""
+    model = make_model(scheduler)
+    noise, generator = initial_noise(seed)
+    x = noise if x is None else x
+    outputs = []
+    for t in scheduler.timesteps[start:]:
+        out = scheduler.step(model(x, t), t, x, generator=generator, **(step_kwargs or {}))
+        x = out.prev_sample
+        outputs.append(out)
+    return outputs
+
+
+def assert_same_trajectory(ours, ref, atol=ATOL):
+    assert len(ours) == len(ref)
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        torch.testing.assert_close(a.prev_sample, b.prev_sample, rtol=0, atol=atol, msg=f"step {i}")
+
+
+def assert_same_schedule(a, b):
+    assert torch.equal(a.betas, b.betas)
+    assert torch.equal(a.alphas_cumprod, b.alphas_cumprod)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sampler="ddpm" vs DDPMScheduler
+
+
+def ddpm_trajectory_of_reference(ref):
+    """DDPMScheduler's trajectory, minus the noise it adds on the last step when that timestep is > 0.
+
+    Ho et al. Algorithm 2 adds no noise on the last step (z = 0); DDPMScheduler adds it whenever t > 0, which with
+    "trailing" spacing puts noise of variance beta_t (fixed_large) into the final sample. SimpleScheduler follows the
+    paper, so the reference's last noise draw is replayed and removed here.
+    """
+    model = make_model(ref)
+    x, generator = initial_noise()
+    outputs = []
+    for i, t in enumerate(ref.timesteps):
+        last = i == len(ref.timesteps) - 1
+        state = generator.get_state()
+        out = ref.step(model(x, t), t, x, generator=generator)
+        if last and t > 0:
+            replay = torch.Generator().set_state(state)
+            noise = randn_tensor(SHAPE, generator=replay)
+            out.prev_sample = out.prev_sample - ref._get_variance(t) ** 0.5 * noise
+        x = out.prev_sample
+        outputs.append(out)
+    return outputs
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize(
+    "num_inference_steps, timestep_spacing",
+    # with 1000 of 1000 steps every spacing gives 999, ..., 0 (checked below), so one run covers them
+    [(1000, "leading"), (50, "linspace"), (50, "leading"), (50, "trailing")],
+)
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+def test_ddpm_matches_diffusers(prediction_type, num_inference_steps, timestep_spacing, variance_type):
+    config = dict(
+        prediction_type=prediction_type, timestep_spacing=timestep_spacing, variance_type=variance_type,
+        clip_sample=False,
+    )
+    ours, ref = SimpleScheduler(sampler="ddpm", **config), DDPMScheduler(**config)
+    ours.set_timesteps(num_inference_steps)
+    ref.set_timesteps(num_inference_steps)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    assert_same_trajectory(denoise(ours), ddpm_trajectory_of_reference(ref))
+
+
+def test_all_spacings_agree_on_the_full_chain():
+    for spacing in ("linspace", "leading", "trailing"):
+        scheduler = SimpleScheduler(timestep_spacing=spacing)
+        scheduler.set_timesteps(1000)
+        assert torch.equal(scheduler.timesteps, torch.arange(999, -1, -1)), spacing
+
+
+def test_ddpm_last_step_is_the_posterior_mean():
+    # DDPMScheduler with fixed_large and trailing spacing ends on t=19 and adds noise of std sqrt(beta) there.
+    config = dict(variance_type="fixed_large", timestep_spacing="trailing", clip_sample=False)
+    ours, ref = SimpleScheduler(sampler="ddpm", **config), DDPMScheduler(**config)
+    ours.set_timesteps(50)
+    ref.set_timesteps(50)
+    x, _ = initial_noise(seed=3)
+    t = ours.timesteps[-1]
+    assert t == 19
+    model_output = make_model(ours)(x, t)
+    out = ours.step(model_output, t, x, generator=torch.Generator().manual_seed(1))
+    ref_out = ref.step(model_output, t, x, generator=torch.Generator().manual_seed(1))
+    # with abar_prev = 1 the posterior mean is x_0 itself
+    torch.testing.assert_close(out.prev_sample, out.pred_original_sample, rtol=0, atol=ATOL)
+    assert (ref_out.prev_sample - out.prev_sample).std() > 0.05
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(clip_sample=True, clip_sample_range=0.5),
+        dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.0),
+        dict(prediction_type="sample"),
+        dict(rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing"),
+        dict(beta_schedule="squaredcos_cap_v2", timestep_spacing="leading", steps_offset=1),
+        dict(beta_schedule="sigmoid", num_train_timesteps=200),
+    ],
+)
+def test_ddpm_options_match_diffusers(config):
+    config = {"clip_sample": False, "timestep_spacing": "trailing", **config}
+    ours, ref = SimpleScheduler(sampler="ddpm", **config), DDPMScheduler(**config)
+    assert_same_schedule(ours, ref)
+    ours.set_timesteps(25)
+    ref.set_timesteps(25)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    ours_outputs = denoise(ours)
+    assert_same_trajectory(ours_outputs, ddpm_trajectory_of_reference(ref))
+    if config.get("clip_sample") or config.get("thresholding"):
+        bound = config.get("clip_sample_range", 1.0) if config.get("clip_sample") else 1.0
+        assert max(out.pred_original_sample.abs().max() for out in ours_outputs) <= bound + 1e-6
+    if config.get("thresholding"):  # the dynamic threshold s rises above 1 on some steps: not plain clipping
+        clipped = SimpleScheduler(sampler="ddpm", clip_sample=True, timestep_spacing="trailing")
+        clipped.set_timesteps(25)
+        assert (denoise(clipped)[-1].prev_sample - ours_outputs[-1].prev_sample).abs().max() > 1e-3
+
+
+def test_custom_timesteps_match_diffusers():
+    timesteps = [999, 700, 420, 300, 101, 50, 3, 0]
+    ours, ref = SimpleScheduler(sampler="ddpm"), DDPMScheduler(clip_sample=False)
+    ours.set_timesteps(timesteps=timesteps)
+    ref.set_timesteps(timesteps=timesteps)
+    assert ours.num_inference_steps == len(timesteps)
+    assert_same_trajectory(denoise(ours), ddpm_trajectory_of_reference(ref))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sampler="ddim" vs DDIMScheduler
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("timestep_spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("set_alpha_to_one", [True, False])
+def test_ddim_matches_diffusers(eta, timestep_spacing, prediction_type, set_alpha_to_one):
+    config = dict(
+        timestep_spacing=timestep_spacing, prediction_type=prediction_type, set_alpha_to_one=set_alpha_to_one,
+        clip_sample=False,
+    )
+    ours, ref = SimpleScheduler(sampler="ddim", eta=eta, **config), DDIMScheduler(**config)
+    ours.set_timesteps(50)
+    ref.set_timesteps(50)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    assert_same_trajectory(denoise(ours), denoise(ref, step_kwargs=dict(eta=eta)))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(clip_sample=True, clip_sample_range=0.8),
+        dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.0),
+        dict(prediction_type="sample"),
+        dict(rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing"),
+    ],
+)
+def test_ddim_options_match_diffusers(config):
+    config = {"clip_sample": False, "timestep_spacing": "leading", **config}
+    ours, ref = SimpleScheduler(sampler="ddim", **config), DDIMScheduler(**config)
+    ours.set_timesteps(20)
+    ref.set_timesteps(20)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    # `eta` given to step() overrides config.eta (0 here)
+    assert_same_trajectory(denoise(ours, step_kwargs=dict(eta=0.5)), denoise(ref, step_kwargs=dict(eta=0.5)))
+
+
+def test_ddim_linspace_steps_to_the_actual_previous_timestep():
+    ours = SimpleScheduler(sampler="ddim", timestep_spacing="linspace")
+    ref = DDIMScheduler(timestep_spacing="linspace", clip_sample=False)
+    ours.set_timesteps(7)
+    ref.set_timesteps(7)
+    assert ours.timesteps.tolist() == ref.timesteps.tolist() == [999, 832, 666, 500, 333, 166, 0]
+    assert ours.previous_timestep(999) == 832
+    # DDIMScheduler steps with the stride 1000 // 7 = 142: from 999 to 857, a timestep not in the schedule
+    # (diffusers issues 11347, 12633), so its samples differ.
+    assert 999 - ref.config.num_train_timesteps // ref.num_inference_steps == 857
+    ours_ddim = denoise(ours)
+    assert (ours_ddim[-1].prev_sample - denoise(ref)[-1].prev_sample).abs().max() > 1e-2
+
+    # eta=0: DDIM is DPM-Solver++(1) (Lu et al.), which DPMSolverMultistepScheduler runs on explicit timesteps
+    dpm = DPMSolverMultistepScheduler(solver_order=1)
+    dpm.set_timesteps(timesteps=ours.timesteps.tolist())
+    assert_same_trajectory(ours_ddim, denoise(dpm))
+
+    # eta=1: DDIM is the DDPM posterior (fixed_small), which DDPMScheduler steps by lookup
+    ddpm = DDPMScheduler(timestep_spacing="linspace", clip_sample=False)
+    ddpm.set_timesteps(7)
+    assert_same_trajectory(denoise(ours, step_kwargs=dict(eta=1.0)), denoise(ddpm))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sampler="dpmsolver++" vs DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")
+
+
+def dpm_pair(solver_order, **config):
+    config = {"timestep_spacing": "trailing", **config}  # DPMSolverMultistep's default is its own "linspace"
+    ours = SimpleScheduler(sampler="dpmsolver++", solver_order=solver_order, **config)
+    ref = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=solver_order, **config)
+    return ours, ref
+
+
+@pytest.mark.parametrize("solver_order", [1, 2, 3])
+@pytest.mark.parametrize("num_inference_steps", [10, 20])  # below 15: lower-order final steps
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_dpmsolver_matches_diffusers(solver_order, num_inference_steps, prediction_type):
+    ours, ref = dpm_pair(solver_order, prediction_type=prediction_type, timestep_spacing="trailing")
+    ours.set_timesteps(num_inference_steps)
+    ref.set_timesteps(num_inference_steps)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    assert_same_trajectory(denoise(ours), denoise(ref))
+
+
+@pytest.mark.parametrize("solver_order", [1, 2, 3])
+@pytest.mark.parametrize("timestep_spacing", ["linspace", "leading"])
+def test_dpmsolver_matches_diffusers_on_explicit_timesteps(solver_order, timestep_spacing):
+    # DPMSolverMultistep defines "linspace" / "leading" differently from DDPMScheduler; compare on our timesteps
+    ours, ref = dpm_pair(solver_order, timestep_spacing=timestep_spacing)
+    ours.set_timesteps(12)
+    ref.set_timesteps(timesteps=ours.timesteps.tolist())
+    assert_same_trajectory(denoise(ours), denoise(ref))
+
+
+@pytest.mark.parametrize("solver_order", [2, 3])
+@pytest.mark.parametrize("num_inference_steps", [10, 20])
+def test_dpmsolver_final_step_to_sigma_min(solver_order, num_inference_steps):
+    ours = SimpleScheduler(solver_order=solver_order, set_alpha_to_one=False)
+    ref = DPMSolverMultistepScheduler(
+        solver_order=solver_order, final_sigmas_type="sigma_min", timestep_spacing="trailing"
+    )
+    ours.set_timesteps(num_inference_steps)
+    ref.set_timesteps(num_inference_steps)
+    assert_same_trajectory(denoise(ours), denoise(ref))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.0),
+        dict(prediction_type="sample"),
+        dict(lower_order_final=False, solver_order=3),
+        dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+    ],
+)
+def test_dpmsolver_options_match_diffusers(config):
+    config = {"solver_order": 2, **config}
+    ours, ref = dpm_pair(timestep_spacing="trailing", **config)
+    ours.set_timesteps(8)
+    ref.set_timesteps(8)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    assert_same_trajectory(denoise(ours), denoise(ref))
+
+
+def test_dpmsolver_zero_terminal_snr_is_finite_and_close_to_diffusers():
+    # DPMSolverMultistep replaces abar_T = 0 by 2**-24; SimpleScheduler takes the exact limit lambda_T = -inf
+    ours, ref = dpm_pair(2, rescale_betas_zero_snr=True, prediction_type="v_prediction", timestep_spacing="trailing")
+    ours.set_timesteps(10)
+    ref.set_timesteps(10)
+    ours_outputs, ref_outputs = denoise(ours), denoise(ref)
+    assert all(torch.isfinite(out.prev_sample).all() for out in ours_outputs)
+    assert_same_trajectory(ours_outputs, ref_outputs, atol=1e-3)
+
+
+def test_dpmsolver_can_start_mid_schedule_like_diffusers():
+    # img2img-style: the first step is timesteps[4]; both start a fresh multistep history there
+    ours, ref = dpm_pair(3)
+    ours.set_timesteps(20)
+    ref.set_timesteps(20)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    x, _ = initial_noise(seed=5, scale=0.6)
+    assert_same_trajectory(denoise(ours, start=4, x=x), denoise(ref, start=4, x=x))
+
+
+def test_dpmsolver_history_restarts_with_the_schedule():
+    ours = SimpleScheduler(solver_order=3)
+    ours.set_timesteps(10)
+    first, again = denoise(ours), denoise(ours)  # no set_timesteps in between
+    assert_same_trajectory(first, again, atol=0)
+
+
+def test_logsnr_spacing_matches_use_lu_lambdas():
+    ours = SimpleScheduler(timestep_spacing="logsnr")
+    ref = DPMSolverMultistepScheduler(use_lu_lambdas=True)
+    for n in (10, 20, 25):
+        ours.set_timesteps(n)
+        ref.set_timesteps(n)
+        assert torch.equal(ours.timesteps, ref.timesteps), n
+    # DPMSolverMultistep steps in the unrounded lambdas while the model sees the rounded timesteps: close, not equal
+    assert_same_trajectory(denoise(ours), denoise(ref), atol=1e-2)
+    explicit = DPMSolverMultistepScheduler()
+    explicit.set_timesteps(timesteps=ours.timesteps.tolist())
+    assert_same_trajectory(denoise(ours), denoise(explicit))
+
+
+def test_logsnr_spacing_removes_duplicate_timesteps():
+    scheduler = SimpleScheduler(timestep_spacing="logsnr", num_train_timesteps=50)
+    scheduler.set_timesteps(50)
+    timesteps = scheduler.timesteps.tolist()
+    assert timesteps == sorted(set(timesteps), reverse=True)
+    assert scheduler.num_inference_steps == len(timesteps) < 50
+    assert timesteps[0] == 49 and timesteps[-1] == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# forward process
+
+
+def test_add_noise_and_velocity_match_ddpm():
+    ours, ref = SimpleScheduler(), DDPMScheduler()
+    x0, noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)), torch.randn(SHAPE)
+    timesteps = torch.tensor([0, 999])
+    torch.testing.assert_close(ours.add_noise(x0, noise, timesteps), ref.add_noise(x0, noise, timesteps))
+    torch.testing.assert_close(ours.get_velocity(x0, noise, timesteps), ref.get_velocity(x0, noise, timesteps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_add_noise_computes_in_float32(dtype):
+    ours = SimpleScheduler()
+    x0, noise = torch.randn(SHAPE).to(dtype), torch.randn(SHAPE).to(dtype)
+    timesteps = torch.tensor([3, 500])
+    noisy = ours.add_noise(x0, noise, timesteps)
+    assert noisy.dtype == dtype
+    expected = DDPMScheduler().add_noise(x0.float(), noise.float(), timesteps).to(dtype)
+    assert torch.equal(noisy, expected)
+
+
+def test_step_computes_in_float32_and_returns_sample_dtype():
+    scheduler = SimpleScheduler(sampler="ddpm")
+    scheduler.set_timesteps(10)
+    x, _ = initial_noise()
+    t = scheduler.timesteps[0]
+    model_output = make_model(scheduler)(x, t)
+    out = scheduler.step(model_output.half(), t, x.half(), generator=torch.Generator().manual_seed(0))
+    expected = scheduler.step(
+        model_output.half().float(), t, x.half().float(), generator=torch.Generator().manual_seed(0)
+    )
+    assert out.prev_sample.dtype == out.pred_original_sample.dtype == torch.float16
+    assert torch.equal(out.prev_sample, expected.prev_sample.half())
+    prev, x0 = scheduler.step(model_output, t, x, generator=torch.Generator(), return_dict=False)
+    assert isinstance(out, SimpleSchedulerOutput) and prev.shape == x0.shape == SHAPE
+
+
+def test_scheduler_basics():
+    scheduler = SimpleScheduler()
+    assert len(scheduler) == 1000 and scheduler.order == 1 and scheduler.init_noise_sigma == 1.0
+    x = torch.randn(SHAPE)
+    assert scheduler.scale_model_input(x, 5) is x
+    assert {"DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler"} <= set(scheduler._compatibles)
+    assert {DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler} <= set(scheduler.compatibles)
+    assert scheduler.config.sampler == "dpmsolver++" and scheduler.config.solver_order == 2
+    assert scheduler.config.timestep_spacing == "trailing" and scheduler.config.clip_sample is False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# interop through from_config (in memory) and save_pretrained / from_pretrained (files)
+
+SCHEDULE_CONFIGS = [
+    dict(),
+    dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2"),
+    dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+    dict(num_train_timesteps=100, beta_schedule="linear_rescaled"),
+    dict(rescale_betas_zero_snr=True),
+]
+DIFFUSERS_CLASSES = [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler]
+
+
+def convert(scheduler, cls, through_files, tmp_path, **kwargs):
+    if not through_files:
+        return cls.from_config(scheduler.config, **kwargs)
+    scheduler.save_pretrained(tmp_path)
+    return cls.from_pretrained(tmp_path, **kwargs)
+
+
+def same_schedule_expected(cls, config):
+    # DPMSolverMultistep sets abar_T = 2**-24 instead of 0 under rescale_betas_zero_snr
+    return not (cls is DPMSolverMultistepScheduler and config.get("rescale_betas_zero_snr"))
+
+
+@pytest.mark.parametrize("through_files", [False, True])
+@pytest.mark.parametrize("cls", DIFFUSERS_CLASSES)
+@pytest.mark.parametrize("config", SCHEDULE_CONFIGS)
+def test_to_diffusers_keeps_the_schedule(config, cls, through_files, tmp_path):
+    ours = SimpleScheduler(**config)
+    theirs = convert(ours, cls, through_files, tmp_path)
+    if same_schedule_expected(cls, config):
+        assert_same_schedule(ours, theirs)
+    else:
+        assert torch.equal(ours.betas, theirs.betas)
+    back = convert(theirs, SimpleScheduler, through_files, tmp_path / "back")
+    assert_same_schedule(ours, back)
+
+
+@pytest.mark.parametrize("through_files", [False, True])
+@pytest.mark.parametrize("cls", DIFFUSERS_CLASSES)
+@pytest.mark.parametrize("config", [c for c in SCHEDULE_CONFIGS if c.get("beta_schedule") != "linear_rescaled"])
+def test_from_diffusers_keeps_the_schedule(config, cls, through_files, tmp_path):
+    theirs = cls(**config)
+    ours = convert(theirs, SimpleScheduler, through_files, tmp_path)
+    if same_schedule_expected(cls, config):
+        assert_same_schedule(ours, theirs)
+    back = convert(ours, cls, through_files, tmp_path / "back")
+    assert_same_schedule(theirs, back)
+
+
+def test_linear_rescaled_schedule():
+    scheduler = SimpleScheduler(beta_schedule="linear_rescaled", num_train_timesteps=100)
+    torch.testing.assert_close(scheduler.betas[[0, -1]], torch.tensor([0.001, 0.2]))
+    assert scheduler.alphas_cumprod[-1] < 1e-4  # a 100-step chain still ends in (nearly) pure noise
+    assert scheduler.config.trained_betas == scheduler.betas.tolist()
+    assert "trained_betas" not in scheduler.config["_use_default_values"]
+
+
+@pytest.mark.parametrize("through_files", [False, True])
+def test_shared_keys_carry_over(through_files, tmp_path):
+    # DDPMScheduler's default clip_sample=True is written to its saved config, but an in-memory config lists it
+    # in `_use_default_values`, and from_config then uses SimpleScheduler's default (False)
+    ours = convert(DDPMScheduler(), SimpleScheduler, through_files, tmp_path / "default")
+    assert ours.config.clip_sample is through_files
+
+    ddpm = DDPMScheduler(
+        variance_type="fixed_large", prediction_type="v_prediction", timestep_spacing="linspace", clip_sample=True
+    )
+    ours = convert(ddpm, SimpleScheduler, through_files, tmp_path, sampler="ddpm")
+    assert (ours.config.variance_type, ours.config.prediction_type) == ("fixed_large", "v_prediction")
+    assert ours.config.clip_sample is True
+    ours.set_timesteps(20)
+    ddpm.set_timesteps(20)
+    assert_same_trajectory(denoise(ours), ddpm_trajectory_of_reference(ddpm))
+
+    ours = SimpleScheduler(solver_order=3, prediction_type="v_prediction", timestep_spacing="trailing")
+    dpm = convert(ours, DPMSolverMultistepScheduler, through_files, tmp_path / "dpm")
+    assert (dpm.config.solver_order, dpm.config.prediction_type) == (3, "v_prediction")
+    assert dpm.config.timestep_spacing == "trailing" and dpm.config.algorithm_type == "dpmsolver++"
+    back = convert(dpm, SimpleScheduler, through_files, tmp_path / "back")  # its variance_type=None is accepted
+    assert back.config.solver_order == 3 and back.config.sampler == "dpmsolver++"
+
+
+def test_own_save_and_load(tmp_path):
+    scheduler = SimpleScheduler(sampler="ddim", eta=0.3, beta_schedule="linear_rescaled", num_train_timesteps=100)
+    scheduler.save_pretrained(tmp_path)
+    loaded = SimpleScheduler.from_pretrained(tmp_path)
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(loaded.config) == public(scheduler.config)
+    assert_same_schedule(scheduler, loaded)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# errors
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(sampler="euler"), ["'euler'", "'ddpm'", "'ddim'", "'dpmsolver++'"]),
+        (dict(beta_schedule="cosine"), ["'cosine'", "'squaredcos_cap_v2'", "'linear_rescaled'"]),
+        (dict(prediction_type="flow_prediction"), ["'flow_prediction'", "'epsilon'", "'v_prediction'"]),
+        (dict(timestep_spacing="karras"), ["'karras'", "'trailing'", "'logsnr'"]),
+        (dict(variance_type="learned_range"), ["'learned_range'", "'fixed_small'", "'fixed_large'"]),
+        (dict(solver_order=4), ["solver_order=4", "1, 2, 3"]),
+        (dict(solver_order=0), ["solver_order=0", "1, 2, 3"]),
+        (dict(eta=1.5), ["eta=1.5", "0 <= eta <= 1"]),
+        (dict(trained_betas=[0.1, 0.2], num_train_timesteps=3), ["2 values", "num_train_timesteps=3"]),
+        (dict(beta_schedule="linear_rescaled", num_train_timesteps=10), ["'linear_rescaled'", "outside [0, 1]"]),
+        (dict(trained_betas=[0.5, 1.5], num_train_timesteps=2), ["trained_betas", "outside [0, 1]", "1.5"]),
+        (dict(timestep_spacing="logsnr", rescale_betas_zero_snr=True), ["'logsnr'", "'trailing'"]),
+    ],
+)
+def test_bad_config_raises(kwargs, words):
+    with pytest.raises(ValueError) as error:
+        SimpleScheduler(**kwargs)
+    for word in words:
+        assert word in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(num_inference_steps=0), ["num_inference_steps=0", "1 to", "1000"]),
+        (dict(num_inference_steps=1001), ["num_inference_steps=1001", "1000"]),
+        (dict(), ["num_inference_steps", "timesteps"]),
+        (dict(num_inference_steps=10, timesteps=[5, 0]), ["num_inference_steps", "timesteps"]),
+        (dict(timesteps=[10, 20, 5]), ["[10, 20, 5]", "strictly descending", "[0, 999]"]),
+        (dict(timesteps=[10, 10, 5]), ["[10, 10, 5]", "strictly descending"]),
+        (dict(timesteps=[1000, 500, 0]), ["[1000, 500, 0]", "[0, 999]"]),
+        (dict(timesteps=[500, -1]), ["[500, -1]", "[0, 999]"]),
+        (dict(timesteps=[500.5, 3]), ["500.5", "integers"]),
+    ],
+)
+def test_bad_set_timesteps_raises(kwargs, words):
+    with pytest.raises(ValueError) as error:
+        SimpleScheduler().set_timesteps(**kwargs)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_leading_spacing_past_the_last_train_timestep_raises():
+    with pytest.raises(ValueError, match="steps_offset=1"):
+        SimpleScheduler(timestep_spacing="leading", steps_offset=1).set_timesteps(1000)
+
+
+def test_step_errors():
+    scheduler = SimpleScheduler(sampler="ddim")
+    x = torch.randn(SHAPE)
+    with pytest.raises(ValueError, match="before `set_timesteps`"):
+        scheduler.step(x, 999, x)
+    scheduler.set_timesteps(10)
+    with pytest.raises(ValueError, match="timestep=998"):
+        scheduler.step(x, 998, x)
+    with pytest.raises(ValueError, match="eta=2"):
+        scheduler.step(x, 999, x, eta=2)

@@ -1,0 +1,122 @@
+# Copyright 2026 The diffusers-simple authors. Licensed under the Apache License, Version 2.0.
+"""The model card (README.md) of an exported pipeline, rendered from `model_cards/model_card_template.md` with
+huggingface_hub's `ModelCard` / `ModelCardData`."""
+
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "model_card_template.md"
+EVAL_RESULTS_NAME = "eval_results.json"
+TAGS = ["diffusers-simple", "diffusers", "unconditional-image-generation", "ddpm", "diffusion-models"]
+
+
+def read_metrics(output_dir: str) -> dict:
+    """The numbers of `output_dir/eval_results.json`, if it exists, flattened to `{"a.b": value}`."""
+    path = os.path.join(output_dir, EVAL_RESULTS_NAME)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+
+    def flatten(value, prefix):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from flatten(item, f"{prefix}{key}.")
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            yield prefix[:-1], f"{value:.4g}" if isinstance(value, float) else value
+
+    return dict(flatten(results, ""))
+
+
+def hyperparameters(args, num_processes: int, max_train_steps: int, seed: int) -> dict:
+    """The training settings shown in the card, as name -> value."""
+    table = {
+        "resolution": args.resolution,
+        "batch size (per process x processes x accumulation)": f"{args.train_batch_size} x {num_processes} x "
+        f"{args.gradient_accumulation_steps} = {args.train_batch_size * num_processes * args.gradient_accumulation_steps}",
+        "optimizer": f"AdamW (betas {args.adam_beta1}, {args.adam_beta2}; weight decay {args.adam_weight_decay}; "
+        f"epsilon {args.adam_epsilon})",
+        "learning rate": f"{args.learning_rate} ({args.lr_scheduler}, {args.lr_warmup_steps} warmup steps)",
+        "max gradient norm": args.max_grad_norm or "no clipping",
+        "training steps": max_train_steps,
+        "mixed precision": args.mixed_precision,
+        "EMA": f"max decay {args.ema_max_decay}, inv_gamma {args.ema_inv_gamma}, power {args.ema_power}" if args.use_ema else "no",
+        "min-SNR gamma": args.snr_gamma or "no",
+        "noise offset": args.noise_offset or "no",
+        "augmentation": ", ".join(filter(None, ["center crop" if args.center_crop else "random crop", "horizontal flip" if args.random_flip else ""])),
+        "seed": seed,
+    }
+    if args.label_column is not None:
+        table["class dropout"] = args.class_dropout_prob
+    return table
+
+
+def render_model_card(
+    args,
+    *,
+    repo_id: str,
+    unet,
+    scheduler,
+    data,
+    grid_file: str,
+    grid_caption: str,
+    global_step: int,
+    epochs: float,
+    final_loss: float | None,
+    loss_window: int,
+    num_processes: int,
+    max_train_steps: int,
+    seed: int,
+    base_model: str | None = None,
+) -> ModelCard:
+    """Renders the card of the pipeline made of `unet` and `scheduler`; metrics come from `eval_results.json` in
+    `args.output_dir` when it exists."""
+    class_names = None
+    if data.num_classes is not None:
+        feature = data.dataset.features[data.label_column] if data.dataset.features else None
+        class_names = getattr(feature, "names", None) or [str(i) for i in range(data.num_classes)]
+    tags = TAGS + (["class-conditional"] if class_names else [])
+    card_data = ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        tags=tags,
+        datasets=[data.hub_id] if data.hub_id else None,
+        license=args.license,
+        base_model=base_model,
+    )
+    config = unet.config
+    levels = len(config.block_out_channels)
+    color = {1: "grayscale", 3: "RGB", 4: "RGBA"}[config.in_channels]
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE_PATH),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        resolution=args.resolution,
+        color=color,
+        dataset=data.description,
+        grid_file=grid_file,
+        grid_caption=grid_caption,
+        class_names=class_names,
+        class_dropout_prob=args.class_dropout_prob,
+        usage_labels=list(range(min(4, data.num_classes))) if class_names else None,
+        sampler=scheduler.config.sampler,
+        num_parameters=f"{sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M",
+        unet_summary=f"{levels} levels with {list(config.block_out_channels)} channels, layers per level "
+        f"{config.layers_per_block}, attention at levels {[i for i, a in enumerate(config.attention_levels) if a]} "
+        f"and in the middle block, dropout {config.dropout}",
+        schedule_summary=f"{scheduler.config.beta_schedule} betas from {scheduler.config.beta_start} to "
+        f"{scheduler.config.beta_end} over T = {scheduler.config.num_train_timesteps} steps, "
+        f"{scheduler.config.prediction_type} prediction",
+        global_step=global_step,
+        epochs=f"{epochs:.1f}",
+        final_loss="n/a" if final_loss is None else f"{final_loss:.4f}",
+        loss_window=loss_window,
+        num_processes=num_processes,
+        hyperparameters=hyperparameters(args, num_processes, max_train_steps, seed),
+        metrics=read_metrics(args.output_dir),
+    )

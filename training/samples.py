@@ -1,0 +1,53 @@
+# Copyright 2026 The diffusers-simple authors. Licensed under the Apache License, Version 2.0.
+"""Validation samples: a grid of images generated with the pipeline being trained."""
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
+
+
+MIN_CELL_SIZE = 64  # small images are enlarged (nearest neighbour) so that the grid is easy to look at
+
+
+def make_grid(images: np.ndarray, columns: int) -> Image.Image:
+    """Tiles `images` (float NHWC in [0, 1]) row by row into `columns` columns, padding with black."""
+    count, height, width, channels = images.shape
+    rows = math.ceil(count / columns)
+    grid = np.zeros((rows * height, columns * width, channels), dtype=np.uint8)
+    for i, image in enumerate((images * 255).round().astype(np.uint8)):
+        row, column = divmod(i, columns)
+        grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
+    grid = Image.fromarray(grid[..., 0] if channels == 1 else grid)
+    scale = max(1, MIN_CELL_SIZE // height)
+    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+
+
+@torch.no_grad()
+def sample_grid(
+    unet,
+    scheduler,
+    num_images: int,
+    seed: int,
+    num_inference_steps: int | None = None,
+    guidance_scale: float = 1.0,
+) -> Image.Image:
+    """Generates `num_images` images from a fixed seed and returns them as a grid. A class-conditional `unet` gets the
+    labels 0, 1, 2, ... in turn, one class per column."""
+    pipeline = SimpleDiffusionPipeline(unet=unet, scheduler=SimpleScheduler.from_config(scheduler.config))
+    pipeline.set_progress_bar_config(disable=True)
+    num_classes = unet.config.num_class_embeds
+    labels = [i % num_classes for i in range(num_images)] if num_classes else None
+    images = pipeline(
+        batch_size=num_images,
+        generator=torch.Generator(unet.device).manual_seed(seed),
+        num_inference_steps=num_inference_steps,
+        class_labels=labels,
+        guidance_scale=guidance_scale,
+        output_type="np",
+    ).images
+    columns = min(num_classes, num_images) if num_classes else math.ceil(math.sqrt(num_images))
+    return make_grid(images, columns)
