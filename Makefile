@@ -20,6 +20,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		training/train.py --config training/configs/demo.yaml --output_dir outputs/demo --overwrite_output_dir
+	@echo "Samples: outputs/demo/samples.png. Load the pipeline with" \
+		"DiffusionPipeline.from_pretrained('outputs/demo', trust_remote_code=True)."
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -82,6 +83,73 @@ def write_results(
     figure.savefig(output_dir / f"{name}.png", dpi=120, bbox_inches="tight")
     print(f"wrote {output_dir / name}.md and .png")
     return table
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_unets(
+    sample_size: int,
+    in_channels: int,
+    block_out_channels: tuple[int, ...],
+    attention_levels: tuple[bool, ...],
+    attention_head_dim: int,
+    norm_num_groups: int,
+    dropout: float = 0.0,
+):
+    """A `SimpleUNet` (its default layer pattern: 1 layer at the full resolution, 2 below) and a Diffusers `UNet2DModel` with the block types of the
+    official unconditional example (`DownBlock2D`, or `AttnDownBlock2D` where attention is on; 2 layers per block) at
+    the same levels, channels, attention placement, head size and GroupNorm groups. Returns `(simple, unet2d)`."""
+    from diffusers import UNet2DModel
+
+    from diffusers_simple import SimpleUNet
+
+    shared = dict(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels, dropout=dropout,
+                  block_out_channels=tuple(block_out_channels), norm_num_groups=norm_num_groups,
+                  attention_head_dim=attention_head_dim)
+    layers_per_block = (1,) + (2,) * (len(block_out_channels) - 1)
+    simple = SimpleUNet(layers_per_block=layers_per_block, attention_levels=tuple(attention_levels), **shared)
+    unet2d = UNet2DModel(
+        layers_per_block=2,
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels)),
+        **shared,
+    )
+    return simple, unet2d
+
+
+def device_and_autocast():
+    """The device to benchmark on and its autocast context: bf16 on CUDA, none (float32) on CPU."""
+    if torch.cuda.is_available():
+        return "cuda", torch.autocast("cuda", dtype=torch.bfloat16)
+    return "cpu", torch.autocast("cpu", enabled=False)
+
+
+def make_train_step(model: torch.nn.Module, batch_size: int, sample_size: int, device: str, autocast, seed: int):
+    """A closure running one DDPM training step of `model` on a fixed random batch: x_t from DDPMScheduler.add_noise,
+    eps-MSE loss, backward, AdamW step (the official recipe's settings)."""
+    from diffusers import DDPMScheduler
+
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+    noise_scheduler = DDPMScheduler()
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch_size, model.config.in_channels, sample_size, sample_size)
+    images = (torch.rand(shape, generator=generator) * 2 - 1).to(device)
+
+    def step():
+        noise = torch.randn(images.shape, device=device)
+        timesteps = torch.randint(0, 1000, (images.shape[0],), device=device)
+        noisy = noise_scheduler.add_noise(images, noise, timesteps)
+        with autocast:
+            prediction = model(noisy, timesteps).sample
+        loss = F.mse_loss(prediction.float(), noise)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
 
 
 def new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):

@@ -1,6 +1,7 @@
 """The training script: arguments, preprocessing, data order, objective, checkpoints, model card, and end-to-end runs
 (digits, image folder, streaming, fine-tuning, SIGKILL + resume, NaN stop, two gloo processes) on tiny models."""
 
+import importlib.util
 import io
 import json
 import os
@@ -22,30 +23,28 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
 
-from diffusers_simple import SimpleScheduler
+from diffusers_simple import SimpleScheduler, SimpleUNetOutput
 from training import train
 from training.args import parse_args
 from training.checkpointing import list_checkpoints, replace_path, resolve_checkpoint
 from training.data import EpochSampler, ExampleProcessor, ImageTransform, collate, image_channels
 from training.model_card import render_model_card
-from training.objective import min_snr_weights, training_target
+from training.objective import diffusion_loss, min_snr_weights, training_target
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(REPO, "training", "train.py")
 ACCELERATE = os.path.join(os.path.dirname(sys.executable), "accelerate")
-TINY = [
-    "--resolution", "8", "--block_out_channels", "16", "32", "--layers_per_block", "1",
-    "--attention_levels", "false", "true", "--attention_head_dim", "16", "--norm_num_groups", "8",
-    "--ddpm_num_steps", "100", "--ddpm_num_inference_steps", "2", "--eval_batch_size", "4",
-    "--train_batch_size", "16", "--lr_warmup_steps", "0", "--seed", "0",
-]
+TINY_UNET = "--block_out_channels 16 32 --layers_per_block 1 --attention_levels false true --attention_head_dim 16"
+TINY_UNET += " --norm_num_groups 8"
+TINY_RUN = "--resolution 8 --ddpm_num_steps 100 --ddpm_num_inference_steps 2 --eval_batch_size 4"
+TINY_RUN += " --train_batch_size 16 --lr_warmup_steps 0 --seed 0"
 
 
-def run_training(output_dir, *args):
-    """Runs `training/train.py` in this process, then resets Accelerate's process-wide state for the next run."""
+def run_training(output_dir, *args, unet_flags=TINY_UNET):
+    """Runs `training/train.py` with a tiny model in this process, then resets Accelerate's process-wide state."""
     try:
-        train.main([*TINY, "--output_dir", str(output_dir), *map(str, args)])
+        train.main([*TINY_RUN.split(), *unet_flags.split(), "--output_dir", str(output_dir), *map(str, args)])
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
@@ -78,7 +77,9 @@ def make_image_folder(root, sizes_and_modes):
 
 def test_config_file_is_overridden_by_the_command_line(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("resolution: 16\nuse_ema: true\nblock_out_channels: [8, 16]\nlearning_rate: 3.0e-4\nlabel_column: label\n")
+    config.write_text(
+        "resolution: 16\nuse_ema: true\nblock_out_channels: [8, 16]\nlearning_rate: 3.0e-4\nlabel_column: label\n"
+    )
     args = parse_args(["--config", str(config), "--resolution", "32"])
     assert (args.resolution, args.use_ema, args.block_out_channels, args.learning_rate) == (32, True, [8, 16], 3e-4)
     assert args.label_column == "label" and args.train_batch_size == 16  # a default of train_unconditional.py
@@ -143,12 +144,17 @@ def test_channels_come_from_the_data():
 
 
 def test_resize_and_center_crop():
-    # 32x16 image whose pixel value is its column index * 8: the shorter side is already 16, the crop keeps columns 8..23
+    # A 32x16 image whose pixel value is its column index * 8: the shorter side is already 16; the crop keeps
+    # columns 8..23
     columns = np.tile(np.arange(32, dtype=np.uint8) * 8, (16, 1))
-    out = ImageTransform(resolution=16, num_channels=1, center_crop=True)(Image.fromarray(columns), np.random.default_rng(0))
+    out = ImageTransform(resolution=16, num_channels=1, center_crop=True)(
+        Image.fromarray(columns), np.random.default_rng(0)
+    )
     np.testing.assert_array_equal(out[0, 0], np.arange(8, 24, dtype=np.float32) * 8 / np.float32(127.5) - 1)
     # a 4x8 image is upscaled to 16x32 (shorter side 16) before the crop
-    small = ImageTransform(resolution=16, num_channels=3, center_crop=True)(Image.new("RGB", (4, 8)), np.random.default_rng(0))
+    small = ImageTransform(resolution=16, num_channels=3, center_crop=True)(
+        Image.new("RGB", (4, 8)), np.random.default_rng(0)
+    )
     assert small.shape == (3, 16, 16)
 
 
@@ -212,7 +218,8 @@ def test_min_snr_weights_match_diffusers(prediction_type):
     timesteps = torch.tensor([0, 10, 100, 300, 500, 999])
     snr = compute_snr(reference, timesteps)
     gamma = 5.0
-    # train_text_to_image.py: min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v; Hang et al.: min(SNR, gamma) for x_0
+    # train_text_to_image.py: min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v; Hang et al.: min(SNR, gamma)
+    # for x_0
     expected = torch.minimum(snr, torch.full_like(snr, gamma))
     if prediction_type == "epsilon":
         expected = expected / snr
@@ -233,6 +240,33 @@ def test_training_targets_match_diffusers():
     torch.testing.assert_close(v, DDPMScheduler(prediction_type="v_prediction").get_velocity(clean, noise, timesteps))
     assert training_target(SimpleScheduler(), clean, noise, timesteps) is noise
     assert training_target(SimpleScheduler(prediction_type="sample"), clean, noise, timesteps) is clean
+
+
+class ZeroModel(torch.nn.Module):
+    """Predicts 0 and records its inputs."""
+
+    def forward(self, sample, timestep, class_labels=None):
+        self.inputs = (sample, timestep, class_labels)
+        return SimpleUNetOutput(sample=torch.zeros_like(sample))
+
+
+def test_diffusion_loss_masks_images_and_drops_labels():
+    scheduler, model = SimpleScheduler(prediction_type="sample"), ZeroModel()
+    clean = torch.stack([torch.full((1, 4, 4), 0.5), torch.full((1, 4, 4), 100.0)])
+    labels = torch.tensor([3, 4])
+    # x_0-prediction by a model that predicts 0: the loss is the mean of x_0^2 over the images that count
+    loss = diffusion_loss(model, scheduler, clean, labels, valid=torch.tensor([True, False]), null_class=10)
+    assert loss.item() == 0.25 and model.inputs[2].tolist() == [3, 4]
+    assert diffusion_loss(model, scheduler, clean, labels, valid=torch.tensor([False, False])).item() == 0.0
+    diffusion_loss(model, scheduler, clean, labels, class_dropout_prob=1.0, null_class=10)
+    assert model.inputs[2].tolist() == [10, 10]  # the null class
+    # the model sees x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps in float32, the timesteps in [0, T)
+    torch.manual_seed(0)
+    diffusion_loss(model, scheduler, clean)
+    torch.manual_seed(0)
+    noise, timesteps = torch.randn_like(clean), torch.randint(0, 1000, (2,))
+    assert model.inputs[0].dtype == torch.float32 and torch.equal(model.inputs[1], timesteps)
+    torch.testing.assert_close(model.inputs[0], DDPMScheduler().add_noise(clean, noise, timesteps))
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------------------
@@ -272,26 +306,66 @@ def test_model_card_metadata_usage_and_metrics(tmp_path):
     from diffusers_simple import SimpleUNet
     from training.data import TrainingData
 
-    (tmp_path / "eval_results.json").write_text(json.dumps({"fid": 12.3456, "num_samples": 1000, "inception": {"is": 2.5}}))
-    args = parse_args(["--output_dir", str(tmp_path), "--dataset_name", "someuser/pets", "--label_column", "label", "--use_ema"])
-    unet = SimpleUNet(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1,
-                      attention_levels=(False, True), attention_head_dim=16, norm_num_groups=8, num_class_embeds=2)
-    dataset = datasets.Dataset.from_dict({"label": [0, 1]}, features=datasets.Features({"label": datasets.ClassLabel(names=["cat", "dog"])}))
-    data = TrainingData(dataset, "image", "label", 2, 3, "[someuser/pets](https://huggingface.co/datasets/someuser/pets)", "someuser/pets")
+    (tmp_path / "eval_results.json").write_text(
+        json.dumps(
+            {"fid": 12.3456, "kid_mean": 0.01, "settings": {"num_samples": 1000, "scheduler": "SimpleScheduler"}}
+        )
+    )
+    args = parse_args(
+        ["--output_dir", str(tmp_path), "--dataset_name", "someuser/pets", "--label_column", "label", "--use_ema"]
+    )
+    unet = SimpleUNet(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        attention_head_dim=16,
+        norm_num_groups=8,
+        num_class_embeds=2,
+    )
+    dataset = datasets.Dataset.from_dict(
+        {"label": [0, 1]}, features=datasets.Features({"label": datasets.ClassLabel(names=["cat", "dog"])})
+    )
+    data = TrainingData(
+        dataset,
+        "image",
+        "label",
+        2,
+        3,
+        "[someuser/pets](https://huggingface.co/datasets/someuser/pets)",
+        "someuser/pets",
+    )
     card = render_model_card(
-        args, repo_id="someuser/pets-ddpm", unet=unet, scheduler=SimpleScheduler(), data=data, grid_file="samples.png",
-        grid_caption="Samples.", global_step=7, epochs=1.5, final_loss=0.1234, loss_window=7, num_processes=2,
-        max_train_steps=7, seed=3, base_model=None,
+        args,
+        repo_id="someuser/pets-ddpm",
+        unet=unet,
+        scheduler=SimpleScheduler(),
+        data=data,
+        grid_file="samples.png",
+        grid_caption="Samples.",
+        global_step=7,
+        epochs=1.5,
+        final_loss=0.1234,
+        loss_window=7,
+        num_processes=2,
+        max_train_steps=7,
+        seed=3,
+        base_model=None,
     )
     card.save(tmp_path / "README.md")
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
-    assert {"diffusers-simple", "diffusers", "unconditional-image-generation", "class-conditional"} <= set(card.data.tags)
+    assert {"diffusers-simple", "diffusers", "unconditional-image-generation", "class-conditional"} <= set(
+        card.data.tags
+    )
     assert card.data.datasets == ["someuser/pets"] and card.data.license == "apache-2.0"
     assert 'DiffusionPipeline.from_pretrained("someuser/pets-ddpm", trust_remote_code=True)' in card.text
     assert "class_labels=[0, 1]" in card.text and "`1` = dog" in card.text
     assert "![Samples](samples.png)" in card.text and "**0.1234**" in card.text
-    assert "| fid | 12.35 |" in card.text and "| inception.is | 2.5 |" in card.text and "| num_samples | 1000 |" in card.text
+    assert "| fid | 12.35 |" in card.text and "| kid_mean | 0.01 |" in card.text
+    assert "Evaluation settings: num_samples = 1000; scheduler = SimpleScheduler." in card.text
     assert "| batch size (per process x processes x accumulation) | 16 x 2 x 1 = 32 |" in card.text
 
 
@@ -311,10 +385,17 @@ def text_dataset(tmp_path_factory):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--image_column", "pixels"], r"--image_column 'pixels' is not a column of the dataset; its columns are 'image' \(Image\), 'label' \(ClassLabel\)"),
+        (
+            ["--image_column", "pixels"],
+            r"--image_column 'pixels' is not a column of the dataset; its columns are 'image' \(Image\), "
+            r"'label' \(ClassLabel\)",
+        ),
         (["--label_column", "digit"], "--label_column 'digit' is not a column"),
         (["--image_column", "label"], "is a ClassLabel, not a `datasets.Image` feature"),
-        (["--resolution", "9"], r"UNet built from --resolution 9.*divisible by 2 \*\* \(len\(block_out_channels\) - 1\) = 2"),
+        (
+            ["--resolution", "9"],
+            r"UNet built from --resolution 9.*divisible by 2 \*\* \(len\(block_out_channels\) - 1\) = 2",
+        ),
         (["--resume_from_checkpoint", "/nonexistent/checkpoint-3"], "is not a checkpoint folder"),
         (["--model_config_name_or_path", "/nonexistent/unet.json"], "no such config file"),
         (["--train_data_dir", "/nonexistent/images"], "is not a directory"),
@@ -335,6 +416,13 @@ def test_dataset_errors(tmp_path, text_dataset):
         run_training(tmp_path / "out", "--dataset_name", "someuser/no-such-dataset")
 
 
+def test_missing_wandb_is_a_clear_error(tmp_path):
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
+    with pytest.raises(ImportError, match="--logger wandb needs the wandb package"):
+        run_training(tmp_path, "--logger", "wandb")
+
+
 def test_output_dir_of_another_run_is_refused(tmp_path):
     (tmp_path / "model_index.json").write_text("{}")
     with pytest.raises(ValueError, match="is not empty .*--resume_from_checkpoint latest.*--overwrite_output_dir"):
@@ -348,16 +436,17 @@ def test_output_dir_of_another_run_is_refused(tmp_path):
 def digits_run(tmp_path_factory):
     """A short class-conditional run on the embedded digits, with EMA and checkpoints."""
     output_dir = tmp_path_factory.mktemp("digits") / "run"
-    run_training(
-        output_dir, "--label_column", "label", "--class_dropout_prob", "0.2", "--use_ema", "--max_train_steps", "6",
-        "--checkpointing_steps", "2", "--checkpoints_total_limit", "2", "--validation_steps", "3", "--guidance_scale", "2",
-    )
+    args = "--label_column label --class_dropout_prob 0.2 --use_ema --max_train_steps 6 --checkpointing_steps 2 "
+    args += "--checkpoints_total_limit 2 --validation_steps 3 --guidance_scale 2"
+    run_training(output_dir, *args.split())
     return output_dir
 
 
 @pytest.mark.slow
 def test_digits_run_exports_a_loadable_pipeline(digits_run):
-    assert {"model_index.json", "pipeline_simple.py", "unet", "scheduler", "samples.png", "README.md"} <= set(os.listdir(digits_run))
+    assert {"model_index.json", "pipeline_simple.py", "unet", "scheduler", "samples.png", "README.md"} <= set(
+        os.listdir(digits_run)
+    )
     assert sorted(os.listdir(digits_run / "samples")) == ["step_0000003.png", "step_0000006.png"]
     assert [step for step, _ in list_checkpoints(digits_run)] == [4, 6]  # --checkpoints_total_limit 2
     assert not [name for name in os.listdir(digits_run) if name.endswith(".tmp")]
@@ -367,7 +456,9 @@ def test_digits_run_exports_a_loadable_pipeline(digits_run):
     assert (config["in_channels"], config["sample_size"], config["num_class_embeds"]) == (1, 8, 10)  # grayscale digits
     # The export holds the EMA weights, not the training weights
     exported = load_file(digits_run / "unet" / "diffusion_pytorch_model.safetensors")
-    assert_same_weights(exported, load_file(digits_run / "checkpoint-6" / "ema" / "diffusion_pytorch_model.safetensors"))
+    assert_same_weights(
+        exported, load_file(digits_run / "checkpoint-6" / "ema" / "diffusion_pytorch_model.safetensors")
+    )
     assert not torch.equal(exported["conv_in.weight"], weights(digits_run / "checkpoint-6")["conv_in.weight"])
 
     card = ModelCard.load(digits_run / "README.md")
@@ -385,99 +476,111 @@ def test_finetune_from_the_exported_pipeline_with_bf16(digits_run, tmp_path):
     cannot be resized by flags."""
     with pytest.raises(ValueError, match="cannot change the pretrained UNet"):
         run_training(tmp_path / "bad", "--model_config_name_or_path", digits_run, "--label_column", "label")
-    finetune = [arg for arg in TINY if arg not in TINY[2:12]]  # no UNet flags
-    train.main([*finetune, "--output_dir", str(tmp_path / "ft"), "--model_config_name_or_path", str(digits_run),
-                "--label_column", "label", "--max_train_steps", "2", "--mixed_precision", "bf16"])
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    args = "--label_column label --max_train_steps 2 --mixed_precision bf16"
+    run_training(tmp_path / "ft", "--model_config_name_or_path", digits_run, *args.split(), unet_flags="")
     before = load_file(digits_run / "unet" / "diffusion_pytorch_model.safetensors")
     after = load_file(tmp_path / "ft" / "unet" / "diffusion_pytorch_model.safetensors")
     assert before.keys() == after.keys() and not torch.equal(before["conv_out.weight"], after["conv_out.weight"])
-    assert json.loads((tmp_path / "ft" / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"] == 100
+    assert (
+        json.loads((tmp_path / "ft" / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"] == 100
+    )
     assert "| mixed precision | bf16 |" in (tmp_path / "ft" / "README.md").read_text()
 
 
 @pytest.mark.slow
 def test_image_folder_with_a_broken_image(tmp_path, caplog):
-    images = make_image_folder(tmp_path / "images", [((12, 10), "RGB"), ((10, 14), "RGBA"), ((9, 9), "L"), ((16, 12), "RGB")])
+    images = make_image_folder(
+        tmp_path / "images", [((12, 10), "RGB"), ((10, 14), "RGBA"), ((9, 9), "L"), ((16, 12), "RGB")]
+    )
     (images / "a" / "broken.png").write_bytes(b"\x89PNG truncated")
     with pytest.raises(ValueError, match="Could not decode the image"):
-        run_training(tmp_path / "strict", "--train_data_dir", images, "--max_train_steps", "1", "--train_batch_size", "5")
-    run_training(
-        tmp_path / "out", "--train_data_dir", images, "--label_column", "label", "--decode_errors", "skip",
-        "--max_train_steps", "2", "--train_batch_size", "5", "--random_flip", "--center_crop",
-    )
+        run_training(
+            tmp_path / "strict", "--train_data_dir", images, "--max_train_steps", "1", "--train_batch_size", "5"
+        )
+    args = "--label_column label --decode_errors skip --max_train_steps 2 --train_batch_size 5 --random_flip "
+    args += "--center_crop --save_images_epochs 1 --dataloader_num_workers 1 --gradient_checkpointing"
+    run_training(tmp_path / "out", "--train_data_dir", images, *args.split())
     config = json.loads((tmp_path / "out" / "unet" / "config.json").read_text())
     assert (config["in_channels"], config["num_class_embeds"]) == (3, 2)
     assert "2 images failed to decode and were skipped" in caplog.text  # one per epoch of 5 images, 2 epochs
+    assert sorted(os.listdir(tmp_path / "out" / "samples")) == ["step_0000001.png", "step_0000002.png"]  # every epoch
 
 
 @pytest.mark.slow
 def test_streaming_a_saved_dataset(tmp_path, text_dataset):
-    run_training(
-        tmp_path / "out", "--dataset_name", text_dataset / "int_label", "--image_column", "picture", "--label_column",
-        "label", "--num_class_embeds", "2", "--streaming", "--max_train_steps", "3", "--train_batch_size", "2",
-        "--checkpointing_steps", "2", "--prediction_type", "v_prediction", "--snr_gamma", "5", "--noise_offset", "0.05",
+    args = "--image_column picture --label_column label --num_class_embeds 2 --streaming --max_train_steps 3 "
+    args += (
+        "--train_batch_size 2 --checkpointing_steps 2 --prediction_type v_prediction --snr_gamma 5 --noise_offset 0.05"
     )
+    run_training(tmp_path / "out", "--dataset_name", text_dataset / "int_label", *args.split())
     state = json.loads((tmp_path / "out" / "checkpoint-2" / "trainer_state.json").read_text())
     assert (state["global_step"], state["epoch"], state["batches_in_epoch"]) == (2, 1, 1)  # one batch per epoch
-    assert json.loads((tmp_path / "out" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    assert (
+        json.loads((tmp_path / "out" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
+        == "v_prediction"
+    )
 
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
-    with pytest.raises(FloatingPointError, match=r"The loss is (nan|inf) at step \d+ .*The last checkpoint is .*checkpoint-1"):
-        run_training(tmp_path, "--max_train_steps", "20", "--checkpointing_steps", "1", "--checkpoints_total_limit", "1",
-                     "--learning_rate", "1e30", "--lr_scheduler", "constant", "--max_grad_norm", "0")
-    (step, path), = list_checkpoints(tmp_path)
+    with pytest.raises(
+        FloatingPointError, match=r"The loss is (nan|inf) at step \d+ .*The last checkpoint is .*checkpoint-1"
+    ):
+        args = "--max_train_steps 20 --checkpointing_steps 1 --checkpoints_total_limit 1 --learning_rate 1e30 "
+        args += "--lr_scheduler constant --max_grad_norm 0"
+        run_training(tmp_path, *args.split())
+    ((step, path),) = list_checkpoints(tmp_path)
     assert all(torch.isfinite(t).all() for t in weights(path).values())  # the NaN step never reached the weights
     assert not (tmp_path / "model_index.json").exists()
 
 
-def _launch(args, output_dir, processes=1, env=None):
+def _launch(args, output_dir, processes=1):
     port = socket.socket()
     port.bind(("127.0.0.1", 0))
-    command = [ACCELERATE, "launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--num_processes", str(processes), "--main_process_port", str(port.getsockname()[1])]
+    command = [ACCELERATE, "launch", *"--num_machines 1 --mixed_precision no --dynamo_backend no".split()]
+    command += ["--num_processes", str(processes), "--main_process_port", str(port.getsockname()[1])]
     port.close()
     if processes > 1:
         command.append("--multi_gpu")  # without CUDA, Accelerate runs the processes with the gloo backend
-    command += [TRAIN_SCRIPT, *TINY, "--output_dir", str(output_dir), *map(str, args)]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command += [TRAIN_SCRIPT, *TINY_RUN.split(), *TINY_UNET.split(), "--output_dir", str(output_dir), *args]
+    # A session of its own: a SIGKILL to the group ends the launcher and the training processes, like a preemption.
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 @pytest.mark.slow
 def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
-    args = ["--label_column", "label", "--class_dropout_prob", "0.3", "--dropout", "0.1", "--random_flip", "--use_ema",
-            "--max_train_steps", "60", "--checkpointing_steps", "10", "--train_batch_size", "8",
-            "--gradient_accumulation_steps", "2", "--snr_gamma", "5", "--noise_offset", "0.1", "--logger", "tensorboard"]
+    args = "--label_column label --class_dropout_prob 0.3 --dropout 0.1 --random_flip --use_ema --snr_gamma 5 "
+    args += "--noise_offset 0.1 --max_train_steps 120 --checkpointing_steps 20 --train_batch_size 8 "
+    args = (args + "--gradient_accumulation_steps 2").split()
     uninterrupted = _launch(args, tmp_path / "a")
     killed = _launch(args, tmp_path / "b")
     while not list_checkpoints(tmp_path / "b") and killed.poll() is None:
         time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
+    os.killpg(killed.pid, signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL, killed.stdout.read()[-3000:]
     assert uninterrupted.wait() == 0, uninterrupted.stdout.read()[-3000:]
     (step, _), *_ = reversed(list_checkpoints(tmp_path / "b"))
-    assert step < 60, "the run finished before it could be killed"
+    assert step < 120, "the run finished before it could be killed"
 
     # What a kill during a save leaves behind is ignored: a temporary folder, and a checkpoint without its state file
-    shutil.copytree(tmp_path / "b" / f"checkpoint-{step}", tmp_path / "b" / "checkpoint-50.tmp")
-    (tmp_path / "b" / "checkpoint-55").mkdir()
+    shutil.copytree(tmp_path / "b" / f"checkpoint-{step}", tmp_path / "b" / "checkpoint-110.tmp")
+    (tmp_path / "b" / "checkpoint-115").mkdir()
     resumed = _launch(args + ["--resume_from_checkpoint", "latest"], tmp_path / "b")
     output = resumed.communicate()[0]
     assert resumed.returncode == 0, output[-3000:]
     assert f"Resumed from {tmp_path / 'b' / f'checkpoint-{step}'} at step {step}" in output
 
-    assert_same_weights(weights(tmp_path / "a" / "checkpoint-60"), weights(tmp_path / "b" / "checkpoint-60"))
+    assert_same_weights(weights(tmp_path / "a" / "checkpoint-120"), weights(tmp_path / "b" / "checkpoint-120"))
     unet = "unet/diffusion_pytorch_model.safetensors"
     assert_same_weights(load_file(tmp_path / "a" / unet), load_file(tmp_path / "b" / unet))  # the EMA weights
 
 
 @pytest.mark.slow
 def test_two_gloo_processes(tmp_path):
-    process = _launch(["--label_column", "label", "--max_train_steps", "3", "--checkpointing_steps", "3", "--use_ema"],
-                      tmp_path, processes=2)
+    args = "--label_column label --max_train_steps 3 --checkpointing_steps 3 --use_ema"
+    process = _launch(args.split(), tmp_path, processes=2)
     output = process.communicate()[0]
     assert process.returncode == 0, output[-3000:]
     assert "Num processes: 2" in output

@@ -74,14 +74,17 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> s
         return checkpoints[-1][1] if checkpoints else None
     if not os.path.isfile(os.path.join(resume_from_checkpoint, STATE_NAME)):
         raise ValueError(
-            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint folder (it has no {STATE_NAME}); "
+            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a checkpoint folder (it has no "
+            f"{STATE_NAME}); "
             f"pass a `checkpoint-<step>` folder or 'latest'. Checkpoints in --output_dir: "
             f"{[path for _, path in list_checkpoints(output_dir)] or 'none'}."
         )
     return resume_from_checkpoint
 
 
-def save_checkpoint(accelerator, output_dir: str, step: int, state: dict, ema=None, total_limit: int | None = None) -> str:
+def save_checkpoint(
+    accelerator, output_dir: str, step: int, state: dict, ema=None, total_limit: int | None = None
+) -> str:
     """Saves the training state atomically as `output_dir/checkpoint-<step>`; call it on every process. Keeps the
     `total_limit` newest checkpoints. Returns the checkpoint folder."""
     final = os.path.join(output_dir, f"checkpoint-{step}")

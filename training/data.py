@@ -44,16 +44,20 @@ class TrainingData:
 
 
 def _load(args) -> tuple[datasets.Dataset | datasets.IterableDataset, str, str | None]:
+    """The dataset named by the arguments, a description of it, and its Hub id if it comes from the Hub."""
     if args.train_data_dir is not None:
         if not os.path.isdir(args.train_data_dir):
             raise ValueError(f"--train_data_dir {args.train_data_dir!r} is not a directory.")
         dataset = datasets.load_dataset(
-            "imagefolder", data_dir=args.train_data_dir, cache_dir=args.cache_dir, split="train", streaming=args.streaming
+            "imagefolder",
+            data_dir=args.train_data_dir,
+            cache_dir=args.cache_dir,
+            split="train",
+            streaming=args.streaming,
         )
         return dataset, f"the image folder `{args.train_data_dir}`", None
     if args.dataset_name is None:
-        dataset = load_digits_dataset()
-        return (dataset.to_iterable_dataset() if args.streaming else dataset), DIGITS_DESCRIPTION, None
+        return load_digits_dataset(), DIGITS_DESCRIPTION, None
 
     name = args.dataset_name
     if os.path.isfile(os.path.join(name, "state.json")) or os.path.isfile(os.path.join(name, "dataset_dict.json")):
@@ -62,7 +66,7 @@ def _load(args) -> tuple[datasets.Dataset | datasets.IterableDataset, str, str |
             if "train" not in dataset:
                 raise ValueError(f"The saved dataset {name!r} has no 'train' split; its splits are {list(dataset)}.")
             dataset = dataset["train"]
-        return (dataset.to_iterable_dataset() if args.streaming else dataset), f"the saved dataset `{name}`", None
+        return dataset, f"the saved dataset `{name}`", None
     try:
         dataset = datasets.load_dataset(
             name, args.dataset_config_name, cache_dir=args.cache_dir, split="train", streaming=args.streaming
@@ -70,10 +74,15 @@ def _load(args) -> tuple[datasets.Dataset | datasets.IterableDataset, str, str |
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
         raise ValueError(
             f"Could not load the dataset {name!r}: {error}. --dataset_name takes a dataset id on the Hub, a local "
-            "dataset folder, or a folder written by `Dataset.save_to_disk`; use --train_data_dir for a folder of images."
+            "dataset folder, or a folder written by `Dataset.save_to_disk`; use --train_data_dir for a folder of "
+            "images."
         ) from error
     is_local = os.path.exists(name)
-    return dataset, f"`{name}`" if is_local else f"[{name}](https://huggingface.co/datasets/{name})", None if is_local else name
+    return (
+        dataset,
+        f"`{name}`" if is_local else f"[{name}](https://huggingface.co/datasets/{name})",
+        None if is_local else name,
+    )
 
 
 def _columns(dataset, args) -> tuple[str, str | None, int | None]:
@@ -85,9 +94,13 @@ def _columns(dataset, args) -> tuple[str, str | None, int | None]:
     if args.image_column is None:
         image_column = next((name for name, feature in features.items() if isinstance(feature, datasets.Image)), None)
         if image_column is None:
-            raise ValueError(f"The dataset has no image column (a `datasets.Image` feature); its columns are {described}.")
+            raise ValueError(
+                f"The dataset has no image column (a `datasets.Image` feature); its columns are {described}."
+            )
     elif args.image_column not in features:
-        raise ValueError(f"--image_column {args.image_column!r} is not a column of the dataset; its columns are {described}.")
+        raise ValueError(
+            f"--image_column {args.image_column!r} is not a column of the dataset; its columns are {described}."
+        )
     elif not isinstance(features[args.image_column], datasets.Image):
         raise ValueError(
             f"--image_column {args.image_column!r} is a {type(features[args.image_column]).__name__}, not a "
@@ -99,7 +112,9 @@ def _columns(dataset, args) -> tuple[str, str | None, int | None]:
     label_column, num_classes = args.label_column, None
     if label_column is not None:
         if label_column not in features:
-            raise ValueError(f"--label_column {label_column!r} is not a column of the dataset; its columns are {described}.")
+            raise ValueError(
+                f"--label_column {label_column!r} is not a column of the dataset; its columns are {described}."
+            )
         feature = features[label_column]
         if isinstance(feature, datasets.ClassLabel):
             num_classes = feature.num_classes
@@ -108,7 +123,9 @@ def _columns(dataset, args) -> tuple[str, str | None, int | None]:
                     f"--num_class_embeds {args.num_class_embeds} contradicts the {num_classes} classes of the "
                     f"`ClassLabel` column {label_column!r}; leave it out."
                 )
-        elif isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")) and args.num_class_embeds:
+        elif (
+            isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")) and args.num_class_embeds
+        ):
             num_classes = args.num_class_embeds
         else:
             raise ValueError(
@@ -119,7 +136,8 @@ def _columns(dataset, args) -> tuple[str, str | None, int | None]:
 
 
 def decode_image(value) -> Image.Image:
-    """Decodes an image cell (`{"bytes", "path"}`) of a dataset with undecoded images; raises one of `DECODE_ERRORS`."""
+    """Decodes an image cell (`{"bytes", "path"}`) of a dataset with undecoded images; raises one of
+    `DECODE_ERRORS`."""
     if value is None:
         raise ValueError("the image is missing (None)")
     return _DECODER.decode_example(value)
@@ -131,20 +149,28 @@ def image_channels(image: Image.Image) -> int:
 
 
 def _first_image(dataset, image_column: str) -> Image.Image:
-    rows = dataset.take(16) if isinstance(dataset, datasets.IterableDataset) else dataset.select(range(min(16, len(dataset))))
+    rows = (
+        dataset.take(16)
+        if isinstance(dataset, datasets.IterableDataset)
+        else dataset.select(range(min(16, len(dataset))))
+    )
     errors = []
     for row in rows:
         try:
             return decode_image(row[image_column])
         except DECODE_ERRORS as error:
             errors.append(str(error))
-    raise ValueError(f"None of the first images of column {image_column!r} could be decoded: {errors or 'the dataset is empty'}.")
+    raise ValueError(
+        f"None of the first images of column {image_column!r} could be decoded: {errors or 'the dataset is empty'}."
+    )
 
 
 def load_training_data(args, seed: int) -> TrainingData:
     """Loads the dataset named by `args` (the embedded digits by default), checks its columns, and returns it with its
     images left undecoded (decoding happens in the data loader, where failures can be skipped)."""
     dataset, description, hub_id = _load(args)
+    if args.streaming and isinstance(dataset, datasets.Dataset):  # the digits or a saved dataset, read as a stream
+        dataset = dataset.to_iterable_dataset()
     image_column, label_column, num_classes = _columns(dataset, args)
     dataset = dataset.select_columns([image_column] + ([label_column] if label_column else []))
     dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
@@ -214,7 +240,8 @@ class ExampleProcessor:
             label = row[self.label_column]
             if label is None or not 0 <= label < self.num_classes:
                 raise ValueError(
-                    f"The label of {where} (column {self.label_column!r}) is {label!r}; labels must be in [0, {self.num_classes})."
+                    f"The label of {where} (column {self.label_column!r}) is {label!r}; labels must be in "
+                    f"[0, {self.num_classes})."
                 )
             example["class_labels"] = label
         return example
@@ -251,7 +278,9 @@ class EpochSampler(torch.utils.data.Sampler):
         self.epoch, self.start = epoch, start
 
     def __iter__(self):
-        order = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order = torch.randperm(
+            self.num_examples, generator=torch.Generator().manual_seed(self.seed + self.epoch)
+        ).tolist()
         total = self.num_per_replica * self.num_replicas
         order = (order * math.ceil(total / len(order)))[:total]
         return iter([(self.epoch, index) for index in order[self.rank :: self.num_replicas][self.start :]])
@@ -271,11 +300,14 @@ class MapImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
-        return self.processor(self.dataset[index], np.random.default_rng((self.seed, epoch, index)), f"example {index}")
+        return self.processor(
+            self.dataset[index], np.random.default_rng((self.seed, epoch, index)), f"example {index}"
+        )
 
 
 class StreamingImageDataset(torch.utils.data.IterableDataset):
-    """A streamed dataset (already shuffled with a seeded buffer and split across processes), preprocessed on the fly."""
+    """A streamed dataset (already shuffled with a seeded buffer and split across processes), preprocessed on the
+    fly."""
 
     def __init__(self, dataset: datasets.IterableDataset, processor: ExampleProcessor, seed: int, rank: int):
         self.dataset, self.processor, self.seed, self.rank = dataset, processor, seed, rank
@@ -314,7 +346,9 @@ class TrainBatches:
             stream = data.dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer_size)
             stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
             self.sampler = None
-            self.loader = torch.utils.data.DataLoader(StreamingImageDataset(stream, processor, seed, rank), **loader_kwargs)
+            self.loader = torch.utils.data.DataLoader(
+                StreamingImageDataset(stream, processor, seed, rank), **loader_kwargs
+            )
             self.batches_per_epoch = None
         else:
             self.sampler = EpochSampler(len(data.dataset), seed, num_replicas=world_size, rank=rank)

@@ -223,7 +223,8 @@ def load_reference(args, resolution: int, num_channels: int, need_labels: bool) 
         dataset = dataset.select(np.random.default_rng(args.seed).permutation(len(dataset))[: args.num_reference])
     transform = ImageTransform(resolution, num_channels, center_crop=True)
     rng = np.random.default_rng(0)  # unused: center crop, no flip
-    images = [transform(image, rng) for image in tqdm(dataset[image_column], desc="Reference images")]
+    rows = tqdm(dataset.select_columns([image_column]), desc="Reference images")  # decoded one at a time
+    images = [transform(row[image_column], rng) for row in rows]
     images = torch.from_numpy(np.round((np.stack(images) + 1) * 127.5)).to(torch.uint8)
     labels = torch.tensor(dataset[label_column]) if label_column else None
     return images, labels

@@ -14,22 +14,20 @@ EVAL_RESULTS_NAME = "eval_results.json"
 TAGS = ["diffusers-simple", "diffusers", "unconditional-image-generation", "ddpm", "diffusion-models"]
 
 
-def read_metrics(output_dir: str) -> dict:
-    """The numbers of `output_dir/eval_results.json`, if it exists, flattened to `{"a.b": value}`."""
+def read_eval_results(output_dir: str) -> tuple[dict, dict]:
+    """`(metrics, settings)` from `output_dir/eval_results.json` (written by `training/evaluate.py`) if it exists:
+    its top-level numbers, and its `"settings"` entry."""
     path = os.path.join(output_dir, EVAL_RESULTS_NAME)
     if not os.path.isfile(path):
-        return {}
+        return {}, {}
     with open(path, encoding="utf-8") as f:
         results = json.load(f)
-
-    def flatten(value, prefix):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                yield from flatten(item, f"{prefix}{key}.")
-        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            yield prefix[:-1], f"{value:.4g}" if isinstance(value, float) else value
-
-    return dict(flatten(results, ""))
+    metrics = {
+        name: f"{value:.4g}" if isinstance(value, float) else value
+        for name, value in results.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    return metrics, results.get("settings", {})
 
 
 def hyperparameters(args, num_processes: int, max_train_steps: int, seed: int) -> dict:
@@ -37,17 +35,25 @@ def hyperparameters(args, num_processes: int, max_train_steps: int, seed: int) -
     table = {
         "resolution": args.resolution,
         "batch size (per process x processes x accumulation)": f"{args.train_batch_size} x {num_processes} x "
-        f"{args.gradient_accumulation_steps} = {args.train_batch_size * num_processes * args.gradient_accumulation_steps}",
+        f"{args.gradient_accumulation_steps} = "
+        f"{args.train_batch_size * num_processes * args.gradient_accumulation_steps}",
         "optimizer": f"AdamW (betas {args.adam_beta1}, {args.adam_beta2}; weight decay {args.adam_weight_decay}; "
         f"epsilon {args.adam_epsilon})",
         "learning rate": f"{args.learning_rate} ({args.lr_scheduler}, {args.lr_warmup_steps} warmup steps)",
         "max gradient norm": args.max_grad_norm or "no clipping",
         "training steps": max_train_steps,
         "mixed precision": args.mixed_precision,
-        "EMA": f"max decay {args.ema_max_decay}, inv_gamma {args.ema_inv_gamma}, power {args.ema_power}" if args.use_ema else "no",
+        "EMA": f"max decay {args.ema_max_decay}, inv_gamma {args.ema_inv_gamma}, power {args.ema_power}"
+        if args.use_ema
+        else "no",
         "min-SNR gamma": args.snr_gamma or "no",
         "noise offset": args.noise_offset or "no",
-        "augmentation": ", ".join(filter(None, ["center crop" if args.center_crop else "random crop", "horizontal flip" if args.random_flip else ""])),
+        "augmentation": ", ".join(
+            filter(
+                None,
+                ["center crop" if args.center_crop else "random crop", "horizontal flip" if args.random_flip else ""],
+            )
+        ),
         "seed": seed,
     }
     if args.label_column is not None:
@@ -88,6 +94,7 @@ def render_model_card(
         license=args.license,
         base_model=base_model,
     )
+    metrics, eval_settings = read_eval_results(args.output_dir)
     config = unet.config
     levels = len(config.block_out_channels)
     color = {1: "grayscale", 3: "RGB", 4: "RGBA"}[config.in_channels]
@@ -102,6 +109,10 @@ def render_model_card(
         grid_file=grid_file,
         grid_caption=grid_caption,
         class_names=class_names,
+        # class names worth listing: not just "0", "1", ...
+        named_classes=class_names
+        if class_names and class_names != [str(i) for i in range(len(class_names))]
+        else None,
         class_dropout_prob=args.class_dropout_prob,
         usage_labels=list(range(min(4, data.num_classes))) if class_names else None,
         sampler=scheduler.config.sampler,
@@ -111,12 +122,13 @@ def render_model_card(
         f"and in the middle block, dropout {config.dropout}",
         schedule_summary=f"{scheduler.config.beta_schedule} betas from {scheduler.config.beta_start} to "
         f"{scheduler.config.beta_end} over T = {scheduler.config.num_train_timesteps} steps, "
-        f"{scheduler.config.prediction_type} prediction",
+        f"prediction type {scheduler.config.prediction_type}",
         global_step=global_step,
         epochs=f"{epochs:.1f}",
         final_loss="n/a" if final_loss is None else f"{final_loss:.4f}",
         loss_window=loss_window,
         num_processes=num_processes,
         hyperparameters=hyperparameters(args, num_processes, max_train_steps, seed),
-        metrics=read_metrics(args.output_dir),
+        metrics=metrics,
+        eval_settings=eval_settings,
     )

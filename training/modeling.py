@@ -6,7 +6,14 @@ import os
 from diffusers_simple import SimpleScheduler, SimpleUNet
 
 
-UNET_FLAGS = ("block_out_channels", "layers_per_block", "attention_levels", "attention_head_dim", "norm_num_groups", "dropout")
+UNET_FLAGS = (
+    "block_out_channels",
+    "layers_per_block",
+    "attention_levels",
+    "attention_head_dim",
+    "norm_num_groups",
+    "dropout",
+)
 # --flag -> SimpleScheduler config key
 SCHEDULER_FLAGS = {
     "ddpm_num_steps": "num_train_timesteps",
@@ -54,25 +61,39 @@ def build_unet_and_scheduler(args, data) -> tuple[SimpleUNet, SimpleScheduler, s
             raise ValueError(f"--model_config_name_or_path {source!r}: no such config file.")
         config = dict(SimpleUNet.load_config(source)) if source else {}
         channels = args.num_channels or data.num_channels
-        config.update(flags, sample_size=args.resolution, in_channels=channels, out_channels=channels, num_class_embeds=data.num_classes)
+        config.update(
+            flags,
+            sample_size=args.resolution,
+            in_channels=channels,
+            out_channels=channels,
+            num_class_embeds=data.num_classes,
+        )
         try:
             unet = SimpleUNet.from_config(config)
         except ValueError as error:
             raise ValueError(
                 f"The UNet built from --resolution {args.resolution}, {channels} image channels"
-                f"{', --model_config_name_or_path ' + source if source else ''} and the flags {flags} is invalid: {error}"
+                f"{', --model_config_name_or_path ' + source if source else ''} and the flags {flags} is invalid: "
+                f"{error}"
             ) from error
     else:
         if flags:
-            raise ValueError(f"The UNet flags {flags} cannot change the pretrained UNet of --model_config_name_or_path {source!r}.")
+            raise ValueError(
+                f"The UNet flags {flags} cannot change the pretrained UNet of --model_config_name_or_path {source!r}."
+            )
         subfolder = _pretrained_layout(source)
         unet = SimpleUNet.from_pretrained(source, subfolder=subfolder, cache_dir=args.cache_dir)
         if subfolder is not None:
-            scheduler_config = dict(SimpleScheduler.load_config(source, subfolder="scheduler", cache_dir=args.cache_dir))
+            scheduler_config = dict(
+                SimpleScheduler.load_config(source, subfolder="scheduler", cache_dir=args.cache_dir)
+            )
         base_model = None if os.path.isdir(source) else source
         config = unet.config
         if args.num_channels is not None and args.num_channels != config.in_channels:
-            raise ValueError(f"--num_channels {args.num_channels} contradicts the {config.in_channels} input channels of the pretrained UNet.")
+            raise ValueError(
+                f"--num_channels {args.num_channels} contradicts the {config.in_channels} input channels of the "
+                "pretrained UNet."
+            )
         if data.num_classes != config.num_class_embeds:
             raise ValueError(
                 f"The pretrained UNet has num_class_embeds={config.num_class_embeds} but the data has "

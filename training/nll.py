@@ -8,10 +8,11 @@ Nichol & Dhariwal 2021, eq. 4-6):
         L_0     = -log p(x_0 | x_1)                                     discretized Gaussian decoder (eq. 13)
 
 with x_t ~ q(x_t | x_0) drawn once per term (eq. 4). The reverse process p(x_{t-1} | x_t) = N(mu(x_t), sigma_t^2)
-is the one the DDPM sampler runs: its mean is the posterior mean (eq. 7) with the model's x_0 prediction
-(clipped like the sampler clips it) and its variance is fixed, sigma_t^2 = beta~_t ("fixed_small") or beta_t
-("fixed_large"), as the scheduler's `variance_type` says. The decoder uses sigma^2 = beta~_2 for both, since
-beta~_1 = 0 (the choice of the improved-diffusion code that produced the published numbers).
+is the one the ancestral DDPM sampler runs: its mean is the posterior mean (eq. 7) with the model's x_0
+prediction (clipped if the scheduler's `clip_sample` says so; dynamic thresholding is not modelled) and its variance
+is fixed, sigma_t^2 = beta~_t ("fixed_small") or beta_t ("fixed_large"), as the scheduler's `variance_type` says.
+The decoder uses sigma_1^2 = beta~_2 for both, since beta~_1 = 0 (the choice of the improved-diffusion code that
+produced the published numbers). DDIM and DPM-Solver sample other, implicit models: this is not their likelihood.
 Data are 8-bit images scaled to [-1, 1]; the result is in bits per dimension: nats / (C * H * W * ln 2).
 
 Estimator. The T - 1 KL terms dominate the cost (one model call each). With `num_timesteps=K < T - 1` their sum

@@ -20,7 +20,6 @@ noise and weights as if it had never stopped (bitwise on CPU).
 
 import contextlib
 import logging
-import math
 import os
 import random
 import shutil
@@ -31,29 +30,44 @@ import datasets
 import diffusers
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, InitProcessGroupKwargs
 from accelerate.logging import get_logger
 from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, broadcast_object_list, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import is_tensorboard_available, is_wandb_available
+from huggingface_hub import create_repo
 from tqdm.auto import tqdm
 
 from diffusers_simple import SimpleUNet
 from training.args import parse_args
-from training.checkpointing import CHECKPOINT_PATTERN, list_checkpoints, load_checkpoint, read_trainer_state, resolve_checkpoint, save_checkpoint
+from training.checkpointing import (
+    CHECKPOINT_PATTERN,
+    list_checkpoints,
+    load_checkpoint,
+    read_trainer_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from training.data import ExampleProcessor, ImageTransform, TrainBatches, load_training_data
 from training.export import GRID_NAME, export_pipeline
+from training.hub import push_folder_to_hub
 from training.model_card import render_model_card
 from training.modeling import build_unet_and_scheduler
-from training.objective import min_snr_weights, training_target
+from training.objective import diffusion_loss
 from training.publish import IGNORE_PATTERNS
 from training.samples import sample_grid
 
 
 logger = get_logger(__name__, log_level="INFO")
 LOSS_WINDOW = 50  # steps averaged for the "final loss" of the model card
+
+
+def launched_on_cpus_only() -> bool:
+    """Whether the launcher (`accelerate launch --multi_gpu`, `torchrun`) started several processes on a machine
+    without accelerators. Accelerate only sets up their process group (gloo) when asked to train on the CPU."""
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
 
 
 def check_output_dir(args, resume_path: str | None) -> None:
@@ -63,9 +77,9 @@ def check_output_dir(args, resume_path: str | None) -> None:
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir):
         entries = sorted(os.listdir(args.output_dir))
         raise ValueError(
-            f"--output_dir {args.output_dir!r} is not empty (it holds {entries[:8]}{' ...' if len(entries) > 8 else ''}). "
-            "Pass --resume_from_checkpoint latest to continue the run there, --overwrite_output_dir to start over in it "
-            "(its checkpoints are deleted), or another --output_dir."
+            f"--output_dir {args.output_dir!r} is not empty (it holds {entries[:8]}"
+            f"{' ...' if len(entries) > 8 else ''}). Pass --resume_from_checkpoint latest to continue the run there, "
+            "--overwrite_output_dir to start over in it (its checkpoints are deleted), or another --output_dir."
         )
 
 
@@ -74,7 +88,10 @@ def resolve_seed(args, resume_path: str | None) -> int:
     if resume_path is not None:
         saved = read_trainer_state(resume_path)["seed"]
         if args.seed is not None and args.seed != saved:
-            logger.warning(f"--seed {args.seed} differs from the seed {saved} of the resumed run: the run will not be reproducible.")
+            logger.warning(
+                f"--seed {args.seed} differs from the seed {saved} of the resumed run: the run will not be "
+                "reproducible."
+            )
         return saved if args.seed is None else args.seed
     if args.seed is not None:
         return args.seed
@@ -116,11 +133,16 @@ def main(argv: list[str] | None = None) -> None:
         raise ImportError("--logger tensorboard needs the tensorboard package: `pip install tensorboard`.")
 
     accelerator = Accelerator(
+        cpu=launched_on_cpus_only(),
         mixed_precision=args.mixed_precision,
         # Accumulation counts batches across epoch ends; the count is part of the saved state.
-        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False
+        ),
         log_with=args.logger,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)),
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
         # The main process samples and saves while the others wait.
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))],
     )
@@ -153,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     max_train_steps = args.max_train_steps or args.num_epochs * batches.batches_per_epoch // ga
     if max_train_steps < 1:
         raise ValueError(
-            f"--num_epochs {args.num_epochs} gives {args.num_epochs * batches.batches_per_epoch} batches, fewer than one "
-            f"optimizer step of --gradient_accumulation_steps {ga}; train longer or set --max_train_steps."
+            f"--num_epochs {args.num_epochs} gives {args.num_epochs * batches.batches_per_epoch} batches, fewer than "
+            f"one optimizer step of --gradient_accumulation_steps {ga}; train longer or set --max_train_steps."
         )
 
     accelerator.wait_for_everyone()  # every process has checked the output dir before the main one changes it
@@ -193,14 +215,30 @@ def main(argv: list[str] | None = None) -> None:
             model_config=model.config,
         )
 
-    tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items() if v is not None and k != "hub_token"}
+    tracker_config = {
+        k: v if isinstance(v, (int, float, str, bool)) else str(v)
+        for k, v in vars(args).items()
+        if v is not None and k != "hub_token"
+    }
     accelerator.init_trackers("train_simple", config=dict(tracker_config, seed=seed))
 
+    # What the position in an epoch means; a resumed run should keep it.
+    batch_layout = {
+        "num_processes": accelerator.num_processes,
+        "train_batch_size": args.train_batch_size,
+        "gradient_accumulation_steps": ga,
+    }
     global_step, epoch, skip = 0, 0, 0
     if resume_path is not None:
         state = load_checkpoint(accelerator, resume_path, ema)
         global_step, epoch, skip = state["global_step"], state["epoch"], state["batches_in_epoch"]
         logger.info(f"Resumed from {resume_path} at step {global_step} (epoch {epoch}, batch {skip}).")
+        changed = {name: (state.get(name), value) for name, value in batch_layout.items() if state.get(name) != value}
+        if changed:
+            logger.warning(
+                f"Resuming with other {changed} (checkpoint, now): the rest of the epoch is not the data the "
+                "interrupted run would have seen."
+            )
     elif args.resume_from_checkpoint == "latest":
         logger.info(f"No checkpoint in {args.output_dir} yet: starting a new run.")
 
@@ -211,16 +249,30 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.train_batch_size} x {accelerator.num_processes} x {ga} images, seed {seed}"
     )
     repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    if args.push_to_hub and accelerator.is_main_process:  # fails now, not after training, if the token cannot write
+        repo_id = create_repo(repo_id, token=args.hub_token, private=args.hub_private_repo, exist_ok=True).repo_id
     losses, skipped_images = deque(maxlen=LOSS_WINDOW), 0
-    progress = tqdm(total=max_train_steps, initial=global_step, desc="Steps", unit="step", disable=not accelerator.is_main_process)
+    progress = tqdm(
+        total=max_train_steps, initial=global_step, desc="Steps", unit="step", disable=not accelerator.is_main_process
+    )
 
-    def validate() -> "PIL.Image.Image":  # noqa: F821
+    def validate():
         with inference_weights(model, ema, accelerator.device):
-            grid = sample_grid(model, noise_scheduler, args.eval_batch_size, seed, args.ddpm_num_inference_steps, args.guidance_scale)
+            grid = sample_grid(
+                model, noise_scheduler, args.eval_batch_size, seed, args.ddpm_num_inference_steps, args.guidance_scale
+            )
         os.makedirs(os.path.join(args.output_dir, "samples"), exist_ok=True)
         grid.save(os.path.join(args.output_dir, "samples", f"step_{global_step:07d}.png"))
         log_grid(accelerator, grid, global_step)
         return grid
+
+    sampling = [
+        "EMA weights" if ema else None,
+        f"{noise_scheduler.config.sampler} sampler",
+        f"{args.ddpm_num_inference_steps} steps" if args.ddpm_num_inference_steps else None,
+        f"guidance scale {args.guidance_scale}" if args.guidance_scale != 1 else None,
+    ]
+    sampling = ", ".join(filter(None, sampling))
 
     def export(grid, final: bool) -> None:
         card = render_model_card(
@@ -230,9 +282,7 @@ def main(argv: list[str] | None = None) -> None:
             scheduler=noise_scheduler,
             data=data,
             grid_file=GRID_NAME,
-            grid_caption=f"Samples at step {global_step} ({'EMA weights, ' if ema else ''}{noise_scheduler.config.sampler} "
-            f"sampler{f', {args.ddpm_num_inference_steps} steps' if args.ddpm_num_inference_steps else ''}"
-            f"{f', guidance scale {args.guidance_scale}' if args.guidance_scale != 1 else ''}).",
+            grid_caption=f"Samples at step {global_step} ({sampling}).",
             global_step=global_step,
             epochs=global_step * ga / batches.batches_per_epoch if batches.batches_per_epoch else epoch,
             final_loss=float(np.mean(losses)) if losses else None,
@@ -246,12 +296,14 @@ def main(argv: list[str] | None = None) -> None:
             export_pipeline(model, noise_scheduler, args.output_dir, grid, card)
         logger.info(f"Exported the pipeline at step {global_step} to {args.output_dir}.")
         if args.push_to_hub and (final or args.push_every_save):
-            from training.hub import push_folder_to_hub
-
             try:
                 url = push_folder_to_hub(
-                    args.output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo,
-                    commit_message=f"Step {global_step}", ignore_patterns=IGNORE_PATTERNS,
+                    args.output_dir,
+                    repo_id,
+                    token=args.hub_token,
+                    private=args.hub_private_repo,
+                    commit_message=f"Step {global_step}",
+                    ignore_patterns=IGNORE_PATTERNS,
                 )
                 logger.info(f"Pushed to {url}")
             except Exception as error:
@@ -264,36 +316,28 @@ def main(argv: list[str] | None = None) -> None:
         step_losses = []
         for batch in batches.epoch(epoch, skip):
             batches_in_epoch += 1
-            clean = batch["pixel_values"].to(accelerator.device)  # float32 in [-1, 1]
             valid = batch["valid"].to(accelerator.device)
             skipped_images += int((~valid).sum())
-            noise = torch.randn_like(clean)
-            if args.noise_offset:  # offset noise: a random constant per image and channel
-                noise = noise + args.noise_offset * torch.randn(clean.shape[:2] + (1, 1), device=clean.device)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device)
-            # Forward process (Ho et al. 2020, eq. 4), in float32 whatever the mixed precision of the model.
-            noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-            class_labels = batch.get("class_labels")
-            if class_labels is not None:
-                class_labels = class_labels.to(accelerator.device)
-                if args.class_dropout_prob:  # the null class (index num_classes) teaches the unconditional model for CFG
-                    drop = torch.rand(class_labels.shape, device=class_labels.device) < args.class_dropout_prob
-                    class_labels = class_labels.masked_fill(drop, data.num_classes)
-
+            class_labels = batch["class_labels"].to(accelerator.device) if "class_labels" in batch else None
             with accelerator.accumulate(unet):
-                # Under --mixed_precision, Accelerate runs this forward in autocast; the loss is taken in float32.
-                prediction = unet(noisy, timesteps, class_labels=class_labels).sample
-                target = training_target(noise_scheduler, clean, noise, timesteps)
-                loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-                if args.snr_gamma is not None:
-                    loss = loss * min_snr_weights(noise_scheduler, timesteps, args.snr_gamma)
-                loss = (loss * valid).sum() / valid.sum().clamp(min=1)  # images that failed to decode do not count
+                # Under --mixed_precision, Accelerate runs the UNet in autocast; noising and loss stay in float32.
+                loss = diffusion_loss(
+                    unet,
+                    noise_scheduler,
+                    batch["pixel_values"].to(accelerator.device),
+                    class_labels,
+                    valid,
+                    snr_gamma=args.snr_gamma,
+                    noise_offset=args.noise_offset,
+                    class_dropout_prob=args.class_dropout_prob,
+                    null_class=data.num_classes,
+                )
                 mean_loss = accelerator.reduce(loss.detach(), reduction="mean")
                 if not torch.isfinite(mean_loss):
                     checkpoints = list_checkpoints(args.output_dir)
                     raise FloatingPointError(
-                        f"The loss is {mean_loss.item()} at step {global_step + 1} (epoch {epoch}); training stopped before "
-                        f"updating the weights with it. The last checkpoint is "
+                        f"The loss is {mean_loss.item()} at step {global_step + 1} (epoch {epoch}); training stopped "
+                        "before updating the weights with it. The last checkpoint is "
                         f"{checkpoints[-1][1] if checkpoints else 'none (no checkpoint was saved yet)'}. Try a lower "
                         "--learning_rate, --max_grad_norm, or --mixed_precision bf16 instead of fp16."
                     )
@@ -323,30 +367,40 @@ def main(argv: list[str] | None = None) -> None:
             step_losses = []
 
             if global_step % args.checkpointing_steps == 0:
-                state = {"global_step": global_step, "epoch": epoch, "batches_in_epoch": batches_in_epoch, "seed": seed}
-                path = save_checkpoint(accelerator, args.output_dir, global_step, state, ema, args.checkpoints_total_limit)
+                state = {
+                    "global_step": global_step,
+                    "epoch": epoch,
+                    "batches_in_epoch": batches_in_epoch,
+                    "seed": seed,
+                    **batch_layout,
+                }
+                path = save_checkpoint(
+                    accelerator, args.output_dir, global_step, state, ema, args.checkpoints_total_limit
+                )
                 logger.info(f"Saved {path}")
-            if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                validate()
-            accelerator.wait_for_everyone()
+            if args.validation_steps and global_step % args.validation_steps == 0:
+                if accelerator.is_main_process:
+                    validate()
+                accelerator.wait_for_everyone()
             if global_step >= max_train_steps:
                 break
         else:  # the epoch is over
             if batches_in_epoch == 0:
                 raise ValueError(f"Process {accelerator.process_index} got no training data in epoch {epoch}.")
             epoch, skip = epoch + 1, 0
-            # Epochs of a stream end at different steps on different processes: only step-based saves for streams.
-            if batches.batches_per_epoch is not None and accelerator.is_main_process:
+            # The epochs of a stream end at different steps on different processes: streams only save by steps.
+            if batches.batches_per_epoch is not None:
                 save_model = epoch % args.save_model_epochs == 0
-                if save_model or epoch % args.save_images_epochs == 0:
+                if accelerator.is_main_process and (save_model or epoch % args.save_images_epochs == 0):
                     grid = validate()
                     if save_model:
                         export(grid, final=False)
-            accelerator.wait_for_everyone()
+                accelerator.wait_for_everyone()
             continue
         break
 
     progress.close()
+    skipped_images = int(accelerator.reduce(torch.tensor(skipped_images, device=accelerator.device), reduction="sum"))
     if skipped_images:
         logger.warning(f"{skipped_images} images failed to decode and were skipped.")
     if accelerator.is_main_process:

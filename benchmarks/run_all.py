@@ -1,0 +1,27 @@
+"""Runs every benchmark at its full setting (`make benchmarks`), one process each, and prints their wall times.
+
+    python benchmarks/run_all.py                      # writes benchmarks/results/*.md and *.png
+    python benchmarks/run_all.py --tiny --output_dir /tmp/bench   # any extra arguments go to every script
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCRIPTS = ("sampler_accuracy.py", "train_throughput.py", "sampling_speed.py", "time_to_quality.py")
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent
+    wall_times = {}
+    for script in SCRIPTS:
+        print(f"\n=== {script} ===", flush=True)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(here / script), *sys.argv[1:]], check=True)
+        wall_times[script] = time.perf_counter() - start
+    print("\nwall times: " + ", ".join(f"{script} {seconds:.0f} s" for script, seconds in wall_times.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Training throughput and peak memory of SimpleUNet vs Diffusers' UNet2DModel at matched parameter count.
+
+One training step: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (DDPMScheduler.add_noise), the eps-MSE loss, backward
+and an AdamW step, at the same batch size, resolution and optimizer settings for both models; float32 on CPU, bf16
+autocast on CUDA. Throughput: both models live in one process and their steps alternate (interleaved timing, median
+over repeats after warm-up steps). Peak memory: each model trains a few steps in a fresh subprocess; reported is the
+growth over the memory held before the first step (weights and inputs), i.e. gradients, optimizer state and
+activations: on CPU the peak resident set size (ru_maxrss) minus the resident size before training, on CUDA
+torch.cuda.max_memory_allocated minus the memory allocated before training.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import (
+    build_unets,
+    device_and_autocast,
+    machine_description,
+    make_train_step,
+    new_figure,
+    parameter_count,
+    parse_args,
+    time_interleaved,
+    write_results,
+)
+
+FULL = dict(sample_size=32, batch_size=16, block_out_channels=(64, 64, 128, 128),
+            attention_levels=(False, False, True, False), attention_head_dim=64, norm_num_groups=32, repeats=10)
+TINY = dict(sample_size=16, batch_size=4, block_out_channels=(32, 32), attention_levels=(False, True),
+            attention_head_dim=32, norm_num_groups=8, repeats=2)
+MODELS = ("SimpleUNet", "UNet2DModel")
+
+
+def add_arguments(parser):
+    parser.add_argument("--compile", action="store_true", help="Also time torch.compile'd models.")
+    parser.add_argument("--memory_probe", choices=MODELS, help=argparse.SUPPRESS)  # internal: see memory_probe
+
+
+def build_models(setting) -> dict[str, torch.nn.Module]:
+    model_keys = ("sample_size", "block_out_channels", "attention_levels", "attention_head_dim", "norm_num_groups")
+    simple, unet2d = build_unets(in_channels=3, **{k: setting[k] for k in model_keys})
+    return dict(zip(MODELS, (simple, unet2d)))
+
+
+def resident_bytes() -> int:
+    """The current resident set size (Linux)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize()
+
+
+def memory_probe(name: str, setting) -> None:
+    """Runs in a fresh subprocess: a few training steps of one model; prints the memory growth in bytes as JSON."""
+    device, autocast = device_and_autocast()
+    model = build_models(setting)[name]
+    step = make_train_step(model, setting["batch_size"], setting["sample_size"], device, autocast, seed=0)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = resident_bytes()
+    for _ in range(3):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(json.dumps({"bytes": peak - before}))
+
+
+def measure_memory(name: str, args) -> float:
+    command = [sys.executable, __file__, "--memory_probe", name, "--num_threads", str(args.num_threads)]
+    result = subprocess.run(command + (["--tiny"] if args.tiny else []), capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["bytes"] / 2**20
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0], add_arguments)
+    setting = TINY if args.tiny else FULL
+    if args.memory_probe:
+        memory_probe(args.memory_probe, setting)
+        return
+    start = time.perf_counter()
+    device, autocast = device_and_autocast()
+    models = build_models(setting)
+    parameters = {name: parameter_count(model) for name, model in models.items()}
+    mismatch = parameters["SimpleUNet"] / parameters["UNet2DModel"] - 1
+    print(f"parameters: {parameters} (SimpleUNet {mismatch:+.1%} vs UNet2DModel)")
+
+    steps = {name: make_train_step(model, setting["batch_size"], setting["sample_size"], device, autocast, seed=i) for i, (name, model) in enumerate(models.items())}
+    if args.compile:
+        steps.update({
+            f"{name} compiled": make_train_step(torch.compile(model), setting["batch_size"], setting["sample_size"], device, autocast, seed=i)
+            for i, (name, model) in enumerate(models.items())
+        })
+    seconds = time_interleaved(steps, repeats=setting["repeats"], warmup=2)
+    throughput = {name: setting["batch_size"] / s for name, s in seconds.items()}
+    memory = {name: measure_memory(name, args) for name in MODELS}
+
+    headers = ["model", "parameters (M)", "images/s", "ratio to UNet2DModel", "peak training memory (MiB)", "memory ratio"]
+    rows = []
+    for name in steps:
+        base = name.split()[0]
+        row = [name, parameters[base] / 1e6, throughput[name], throughput[name] / throughput["UNet2DModel"]]
+        row += [memory[name], memory[name] / memory["UNet2DModel"]] if name in memory else ["-", "-"]
+        rows.append(row)
+
+    figure, axes = new_figure(ncols=2, width=4.5)
+    names = list(steps)
+    axes[0, 0].bar(names, [throughput[n] for n in names], color=["C0" if "Simple" in n else "C7" for n in names])
+    axes[0, 0].set(ylabel="training images / s", title="Training throughput (higher is better)")
+    axes[0, 1].bar(list(memory), list(memory.values()), color=["C0", "C7"])
+    axes[0, 1].set(ylabel="MiB", title="Peak training memory (lower is better)")
+    for ax in axes[0]:
+        ax.tick_params(axis="x", labelrotation=20)
+
+    precision = "bf16 autocast" if device == "cuda" else "float32"
+    wall = time.perf_counter() - start
+    notes = f"""
+Forward + backward + AdamW step at {setting['sample_size']}x{setting['sample_size']}x3, batch {setting['batch_size']},
+{precision}; median of {setting['repeats']} interleaved repeats after 2 warm-up steps. Both UNets have channels
+{setting['block_out_channels']}, attention at levels {setting['attention_levels']} (head size
+{setting['attention_head_dim']}), {setting['norm_num_groups']} GroupNorm groups, no dropout; UNet2DModel with the
+official example's block types and 2 layers per block, SimpleUNet with its default layers per block. Parameters:
+SimpleUNet {parameters['SimpleUNet'] / 1e6:.2f} M, UNet2DModel {parameters['UNet2DModel'] / 1e6:.2f} M ({mismatch:+.1%}).
+Memory: growth over the weights during training, measured in a fresh process per model. {machine_description(args.num_threads)};
+wall time {wall:.0f} s (`benchmarks/train_throughput.py`).
+"""
+    write_results(args.output_dir, "train_throughput", "Training throughput and memory", headers, rows, notes, figure)
+
+
+if __name__ == "__main__":
+    main()
