@@ -290,6 +290,18 @@ class SimpleUNet(ModelMixin, ConfigMixin):
 
         self.gradient_checkpointing = False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """[`ModelMixin.from_pretrained`], then every tensor copied out of the memory-mapped safetensors file into
+        freshly allocated memory. The mapped tensors sit at unaligned addresses, where CPU kernels round differently:
+        without the copy a loaded model is not bit-identical to the model that was saved."""
+        model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        with torch.no_grad():
+            for tensor in list(model.parameters()) + list(model.buffers()):
+                if tensor.device.type == "cpu":
+                    tensor.data = tensor.data.clone()
+        return model
+
     def _check_inputs(self, sample: torch.Tensor, class_labels: torch.Tensor | None) -> None:
         in_channels, num_class_embeds = self.config.in_channels, self.config.num_class_embeds
         factor = 2 ** (len(self.config.block_out_channels) - 1)

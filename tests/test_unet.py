@@ -96,7 +96,8 @@ def test_layers_per_block_int_or_per_level_and_shortcut_only_when_needed():
     assert [len(layers) for layers in model.up_layers] == [4, 2]  # from the lowest resolution up, one more per level
     same = SimpleUNet(**{**TINY, "layers_per_block": 2})
     tuple_form = SimpleUNet(**{**TINY, "layers_per_block": (2, 2)})
-    assert {k: v.shape for k, v in same.state_dict().items()} == {k: v.shape for k, v in tuple_form.state_dict().items()}
+    shapes = {k: v.shape for k, v in same.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in tuple_form.state_dict().items()}
     for module in model.modules():
         if isinstance(module, ResnetBlock):
             changes_channels = module.conv1.in_channels != module.conv1.out_channels
@@ -161,7 +162,8 @@ def test_resnet_block_matches_diffusers_scale_shift_resnet():
     hidden_states, temb = torch.randn(2, 8, 6, 6), torch.randn(2, 12)
     with torch.no_grad():
         # Ours takes the embedding after its SiLU (done once per forward); Diffusers' applies the SiLU itself.
-        torch.testing.assert_close(ours(hidden_states, F.silu(temb)), reference(hidden_states, temb), rtol=1e-5, atol=1e-5)
+        expected = reference(hidden_states, temb)
+        torch.testing.assert_close(ours(hidden_states, F.silu(temb)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_attention_block_matches_diffusers_attention():
@@ -387,12 +389,12 @@ def test_invalid_config_raises(overrides, match):
     [
         (False, lambda m, x: m(x, 1, class_labels=torch.tensor([0, 1])), r"`class_labels` were given, but this model "
                                                                           r"is unconditional"),
-        (True, lambda m, x: m(x, 1), rf"`class_labels` are required: .* `num_class_embeds={NUM_CLASSES}`; pass integer "
-                                     rf"labels in \[0, {NUM_CLASSES}\]"),
+        (True, lambda m, x: m(x, 1), rf"`class_labels` are required: .* `num_class_embeds={NUM_CLASSES}`; pass "
+                                     rf"integer labels in \[0, {NUM_CLASSES}\]"),
         (True, lambda m, x: m(x, 1, torch.tensor([0, NUM_CLASSES + 1])), rf"must be in \[0, {NUM_CLASSES}\] .* but "
                                                                          rf"range over \[0, {NUM_CLASSES + 1}\]"),
         (True, lambda m, x: m(x, 1, torch.tensor([-1, 0])), r"range over \[-1, 0\]"),
-        (True, lambda m, x: m(x, 1, torch.tensor([0.0, 1.0])), r"integer tensor of shape \(2,\).* dtype torch.float32"),
+        (True, lambda m, x: m(x, 1, torch.tensor([0.0, 1.0])), r"integer tensor of shape \(2,\).* torch.float32"),
         (True, lambda m, x: m(x, 1, torch.tensor([0, 1, 2])), r"integer tensor of shape \(2,\).* shape \(3,\)"),
         (False, lambda m, x: m(x[:, :2], 1), r"`sample` must have shape \(batch_size, 3, height, width\), but has "
                                              r"shape \(2, 2, 8, 8\)"),
@@ -418,8 +420,8 @@ def test_works_as_unet_of_diffusers_ddpm_pipeline():
     scheduler = DDPMScheduler(num_train_timesteps=50)
     pipeline = DDPMPipeline(unet=model, scheduler=scheduler)
     pipeline.set_progress_bar_config(disable=True)
-    images = pipeline(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
-    images = images.images
+    generator = torch.Generator().manual_seed(0)
+    images = pipeline(batch_size=2, num_inference_steps=3, generator=generator, output_type="np").images
     assert images.shape == (2, 8, 8, 3)
 
     # The same sampling written out with the scheduler: the pipeline really ran this UNet.
