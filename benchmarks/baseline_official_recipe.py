@@ -8,7 +8,8 @@ power 0.75, max decay 0.9999); batches of 16 shuffled images per epoch, no rando
 The data is the embedded digits at `--resolution`, one channel (the official script would convert them to RGB; one
 channel keeps the data identical to this project's recipe). Saves a `DDPMPipeline` with the EMA weights.
 
-    python benchmarks/baseline_official_recipe.py --output_dir /tmp/official --max_train_steps 2000
+    python benchmarks/baseline_official_recipe.py --output_dir /tmp/official --max_train_steps 2000 --resolution 16 \
+        --block_out_channels 32 64 64 --attention_levels false true true --attention_head_dim 32 --norm_num_groups 8
 """
 
 import argparse
@@ -16,7 +17,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import build_unets
+from common import build_unet
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -28,11 +29,12 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", type=str, required=True, help="Where the DDPMPipeline is saved.")
     parser.add_argument("--max_train_steps", type=int, required=True)
-    parser.add_argument("--resolution", type=int, default=16)
-    parser.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 64])
-    parser.add_argument("--attention_levels", type=lambda s: s.lower() == "true", nargs="+", default=[False, True, True])
-    parser.add_argument("--attention_head_dim", type=int, default=32)
-    parser.add_argument("--norm_num_groups", type=int, default=8)
+    parser.add_argument("--resolution", type=int, required=True)
+    parser.add_argument("--block_out_channels", type=int, nargs="+", required=True, help="UNet channels per level.")
+    parser.add_argument("--attention_levels", type=lambda s: s.lower() == "true", nargs="+", required=True,
+                        help="AttnDownBlock2D (true) or DownBlock2D (false) per level, e.g. `false true true`.")
+    parser.add_argument("--attention_head_dim", type=int, required=True)
+    parser.add_argument("--norm_num_groups", type=int, required=True)
     parser.add_argument("--train_batch_size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_threads", type=int, default=2)
@@ -44,7 +46,8 @@ def main():
     torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
     images = digits_images(args.resolution)[0]  # (1797, 1, resolution, resolution) in [-1, 1]
-    _, model = build_unets(args.resolution, 1, args.block_out_channels, args.attention_levels, args.attention_head_dim, args.norm_num_groups)
+    model = build_unet("UNet2DModel", args.resolution, 1, args.block_out_channels, args.attention_levels,
+                       args.attention_head_dim, args.norm_num_groups)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon", clip_sample=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     lr_scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=500, num_training_steps=args.max_train_steps)

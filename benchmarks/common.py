@@ -89,7 +89,11 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build_unets(
+UNET_CLASSES = ("SimpleUNet", "UNet2DModel")
+
+
+def build_unet(
+    kind: str,
     sample_size: int,
     in_channels: int,
     block_out_channels: tuple[int, ...],
@@ -97,26 +101,29 @@ def build_unets(
     attention_head_dim: int,
     norm_num_groups: int,
     dropout: float = 0.0,
-):
-    """A `SimpleUNet` (its default layer pattern: 1 layer at the full resolution, 2 below) and a Diffusers `UNet2DModel` with the block types of the
-    official unconditional example (`DownBlock2D`, or `AttnDownBlock2D` where attention is on; 2 layers per block) at
-    the same levels, channels, attention placement, head size and GroupNorm groups. Returns `(simple, unet2d)`."""
-    from diffusers import UNet2DModel
-
-    from diffusers_simple import SimpleUNet
-
+) -> torch.nn.Module:
+    """A `SimpleUNet` (its default layer pattern: 1 layer at the full resolution, 2 below) or a Diffusers `UNet2DModel`
+    with the block types of the official unconditional example (`DownBlock2D`, or `AttnDownBlock2D` where attention
+    is on; 2 layers per block), with the given levels, channels, attention placement, head size and GroupNorm groups.
+    At equal settings the two have about the same number of parameters."""
     shared = dict(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels, dropout=dropout,
                   block_out_channels=tuple(block_out_channels), norm_num_groups=norm_num_groups,
                   attention_head_dim=attention_head_dim)
-    layers_per_block = (1,) + (2,) * (len(block_out_channels) - 1)
-    simple = SimpleUNet(layers_per_block=layers_per_block, attention_levels=tuple(attention_levels), **shared)
-    unet2d = UNet2DModel(
-        layers_per_block=2,
-        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels),
-        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels)),
-        **shared,
-    )
-    return simple, unet2d
+    if kind == "SimpleUNet":
+        from diffusers_simple import SimpleUNet
+
+        layers_per_block = (1,) + (2,) * (len(block_out_channels) - 1)
+        return SimpleUNet(layers_per_block=layers_per_block, attention_levels=tuple(attention_levels), **shared)
+    if kind == "UNet2DModel":
+        from diffusers import UNet2DModel
+
+        return UNet2DModel(
+            layers_per_block=2,
+            down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels),
+            up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels)),
+            **shared,
+        )
+    raise ValueError(f"Unknown UNet kind {kind!r}; accepted are {UNET_CLASSES}.")
 
 
 def device_and_autocast():

@@ -10,16 +10,15 @@ steps). All timings interleave the two sides and report the median of repeats af
 import time
 
 import torch
-from common import build_unets, machine_description, new_figure, parameter_count, parse_args, time_interleaved, write_results
+from common import build_unet, machine_description, new_figure, parameter_count, parse_args, time_interleaved, write_results
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
+from train_throughput import FULL as TRAIN_FULL
+from train_throughput import TINY as TRAIN_TINY
 
-FULL = dict(sample_size=32, batch_size=16, num_inference_steps=50, block_out_channels=(64, 64, 128, 128),
-            attention_levels=(False, False, True, False), attention_head_dim=64, norm_num_groups=32, repeats=3,
-            step_repeats=20)
-TINY = dict(sample_size=16, batch_size=2, num_inference_steps=3, block_out_channels=(32, 32),
-            attention_levels=(False, True), attention_head_dim=32, norm_num_groups=8, repeats=1, step_repeats=2)
+FULL = dict(sample_size=32, batch_size=16, num_inference_steps=50, repeats=3, step_repeats=20, unet=TRAIN_FULL["unet"])
+TINY = dict(sample_size=16, batch_size=2, num_inference_steps=3, repeats=1, step_repeats=2, unet=TRAIN_TINY["unet"])
 # algorithm -> (SimpleScheduler config, the Diffusers scheduler of the same algorithm, its pipeline)
 ALGORITHMS = {
     "DDPM": ({"sampler": "ddpm"}, DDPMScheduler, DDPMPipeline),
@@ -61,9 +60,7 @@ def main():
     setting = TINY if args.tiny else FULL
     start = time.perf_counter()
     torch.manual_seed(0)
-    model_keys = ("sample_size", "block_out_channels", "attention_levels", "attention_head_dim", "norm_num_groups")
-    simple_unet, unet2d = build_unets(in_channels=3, **{k: setting[k] for k in model_keys})
-    simple_unet.eval(), unet2d.eval()
+    simple_unet, unet2d = (build_unet(kind, setting["sample_size"], 3, **setting["unet"]).eval() for kind in ("SimpleUNet", "UNet2DModel"))
     mismatch = parameter_count(simple_unet) / parameter_count(unet2d) - 1
 
     rows, bars = [], {}
@@ -108,7 +105,7 @@ def main():
 float32, `output_type="np"`; median of {setting['repeats']} interleaved pipeline calls ({setting['step_repeats']} step
 loops) after a warm-up. Ours: SimpleDiffusionPipeline + SimpleScheduler(sampler="ddpm" / "ddim" / "dpmsolver++");
 Diffusers: DDPMPipeline + DDPMScheduler, DDIMPipeline + DDIMScheduler, DPMSolverMultistepScheduler (each at its defaults).
-UNets as in the training benchmark: channels {setting['block_out_channels']}, SimpleUNet {parameter_count(simple_unet) / 1e6:.2f} M,
+UNets as in the training benchmark: channels {setting['unet']['block_out_channels']}, SimpleUNet {parameter_count(simple_unet) / 1e6:.2f} M,
 UNet2DModel {parameter_count(unet2d) / 1e6:.2f} M parameters. {machine_description(args.num_threads)}; wall time
 {wall:.0f} s (`benchmarks/sampling_speed.py`).
 """

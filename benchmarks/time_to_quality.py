@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 from common import (
-    build_unets,
+    UNET_CLASSES,
+    build_unet,
     device_and_autocast,
     machine_description,
     make_train_step,
@@ -38,11 +39,13 @@ from training.digits_classifier import digits_images
 from training.evaluate import digits_metrics, generate
 
 REPO = Path(__file__).resolve().parents[1]
-FULL = dict(resolution=16, block_out_channels=(32, 64, 64), attention_levels=(False, True, True), attention_head_dim=32,
-            norm_num_groups=8, minutes=10.0, num_samples=1000, official_steps=1000)  # DDPMPipeline's default
-TINY = dict(resolution=8, block_out_channels=(16, 16), attention_levels=(False, True), attention_head_dim=16,
-            norm_num_groups=8, minutes=0.05, num_samples=16, official_steps=10)
+# official_steps: DDPMPipeline's default 1000 (fewer in the smoke test)
+FULL = dict(resolution=16, minutes=5.0, num_samples=1000, official_steps=1000, unet=dict(
+    block_out_channels=(32, 64, 64), attention_levels=(False, True, True), attention_head_dim=32, norm_num_groups=8))
+TINY = dict(resolution=8, minutes=0.05, num_samples=16, official_steps=10, unet=dict(
+    block_out_channels=(16, 16), attention_levels=(False, True), attention_head_dim=16, norm_num_groups=8))
 BATCH_SIZE = 16  # both recipes' default
+RECIPES = ("ours", "official")  # SimpleUNet, UNet2DModel
 
 
 def add_arguments(parser):
@@ -52,12 +55,13 @@ def add_arguments(parser):
 
 def model_flags(setting) -> list[str]:
     """The UNet flags shared by train.py and the baseline script."""
+    unet = setting["unet"]
     return [
         "--resolution", str(setting["resolution"]),
-        "--block_out_channels", *map(str, setting["block_out_channels"]),
-        "--attention_levels", *(str(a).lower() for a in setting["attention_levels"]),
-        "--attention_head_dim", str(setting["attention_head_dim"]),
-        "--norm_num_groups", str(setting["norm_num_groups"]),
+        "--block_out_channels", *map(str, unet["block_out_channels"]),
+        "--attention_levels", *(str(a).lower() for a in unet["attention_levels"]),
+        "--attention_head_dim", str(unet["attention_head_dim"]),
+        "--norm_num_groups", str(unet["norm_num_groups"]),
     ]
 
 
@@ -85,18 +89,16 @@ def main():
     resolution = setting["resolution"]
 
     # Steps per recipe: the budget over the measured time of a bare training step of its UNet.
-    model_keys = ("block_out_channels", "attention_levels", "attention_head_dim", "norm_num_groups")
-    simple_unet, unet2d = build_unets(resolution, 1, **{k: setting[k] for k in model_keys})
-    parameters = {"ours": parameter_count(simple_unet), "official": parameter_count(unet2d)}
+    models = {recipe: build_unet(kind, resolution, 1, **setting["unet"]) for recipe, kind in zip(RECIPES, UNET_CLASSES)}
+    parameters = {recipe: parameter_count(model) for recipe, model in models.items()}
     device, autocast = device_and_autocast()
-    steps = {name: make_train_step(model, BATCH_SIZE, resolution, device, autocast, seed=0)
-             for name, model in (("ours", simple_unet), ("official", unet2d))}
+    steps = {recipe: make_train_step(model, BATCH_SIZE, resolution, device, autocast, seed=0) for recipe, model in models.items()}
     seconds_per_step = time_interleaved(steps, repeats=3 if args.tiny else 10, warmup=1)
     budget = 60 * setting["minutes"]
     train_steps = {name: max(2, int(budget / s)) for name, s in seconds_per_step.items()}
     print(f"parameters {parameters}, seconds per step {seconds_per_step}, steps for {budget:.0f} s: {train_steps}")
 
-    layers_per_block = ["1"] + ["2"] * (len(setting["block_out_channels"]) - 1)  # as build_unets
+    layers_per_block = ["1"] + ["2"] * (len(setting["unet"]["block_out_channels"]) - 1)  # as build_unet
     with tempfile.TemporaryDirectory() as tmp:
         ours_dir, official_dir = os.path.join(tmp, "ours"), os.path.join(tmp, "official")
         wall = {
@@ -143,7 +145,7 @@ def main():
     notes = f"""
 Budget {setting['minutes']:g} min per recipe at {resolution}x{resolution}, 1 channel, batch {BATCH_SIZE}: measured
 seconds per bare training step {seconds_per_step['ours']:.3f} (SimpleUNet) and {seconds_per_step['official']:.3f}
-(UNet2DModel). UNets: channels {setting['block_out_channels']}, attention at levels {setting['attention_levels']}.
+(UNet2DModel). UNets: channels {setting['unet']['block_out_channels']}, attention at levels {setting['unet']['attention_levels']}.
 Ours: `training/train.py` with its defaults (lr 1e-4, cosine schedule, 500 warm-up steps, no EMA, dropout 0.1,
 SimpleScheduler defaults) and only the UNet size, resolution and step count set. Official: `benchmarks/baseline_official_recipe.py`
 (EMA, DDPMScheduler with clip_sample). The train wall time includes process start-up, EMA, validation and export.

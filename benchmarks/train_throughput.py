@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 from common import (
-    build_unets,
+    UNET_CLASSES,
+    build_unet,
     device_and_autocast,
     machine_description,
     make_train_step,
@@ -30,22 +31,19 @@ from common import (
     write_results,
 )
 
-FULL = dict(sample_size=32, batch_size=16, block_out_channels=(64, 64, 128, 128),
-            attention_levels=(False, False, True, False), attention_head_dim=64, norm_num_groups=32, repeats=10)
-TINY = dict(sample_size=16, batch_size=4, block_out_channels=(32, 32), attention_levels=(False, True),
-            attention_head_dim=32, norm_num_groups=8, repeats=2)
-MODELS = ("SimpleUNet", "UNet2DModel")
+FULL = dict(sample_size=32, batch_size=16, repeats=10, unet=dict(
+    block_out_channels=(64, 64, 128, 128), attention_levels=(False, False, True, False), attention_head_dim=64, norm_num_groups=32))
+TINY = dict(sample_size=16, batch_size=4, repeats=2, unet=dict(
+    block_out_channels=(32, 32), attention_levels=(False, True), attention_head_dim=32, norm_num_groups=8))
 
 
 def add_arguments(parser):
     parser.add_argument("--compile", action="store_true", help="Also time torch.compile'd models.")
-    parser.add_argument("--memory_probe", choices=MODELS, help=argparse.SUPPRESS)  # internal: see memory_probe
+    parser.add_argument("--memory_probe", choices=UNET_CLASSES, help=argparse.SUPPRESS)  # internal: see memory_probe
 
 
-def build_models(setting) -> dict[str, torch.nn.Module]:
-    model_keys = ("sample_size", "block_out_channels", "attention_levels", "attention_head_dim", "norm_num_groups")
-    simple, unet2d = build_unets(in_channels=3, **{k: setting[k] for k in model_keys})
-    return dict(zip(MODELS, (simple, unet2d)))
+def build(kind: str, setting) -> torch.nn.Module:
+    return build_unet(kind, setting["sample_size"], 3, **setting["unet"])
 
 
 def resident_bytes() -> int:
@@ -57,7 +55,7 @@ def resident_bytes() -> int:
 def memory_probe(name: str, setting) -> None:
     """Runs in a fresh subprocess: a few training steps of one model; prints the memory growth in bytes as JSON."""
     device, autocast = device_and_autocast()
-    model = build_models(setting)[name]
+    model = build(name, setting)
     step = make_train_step(model, setting["batch_size"], setting["sample_size"], device, autocast, seed=0)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -89,7 +87,7 @@ def main():
         return
     start = time.perf_counter()
     device, autocast = device_and_autocast()
-    models = build_models(setting)
+    models = {kind: build(kind, setting) for kind in UNET_CLASSES}
     parameters = {name: parameter_count(model) for name, model in models.items()}
     mismatch = parameters["SimpleUNet"] / parameters["UNet2DModel"] - 1
     print(f"parameters: {parameters} (SimpleUNet {mismatch:+.1%} vs UNet2DModel)")
@@ -102,7 +100,7 @@ def main():
         })
     seconds = time_interleaved(steps, repeats=setting["repeats"], warmup=2)
     throughput = {name: setting["batch_size"] / s for name, s in seconds.items()}
-    memory = {name: measure_memory(name, args) for name in MODELS}
+    memory = {name: measure_memory(name, args) for name in UNET_CLASSES}
 
     headers = ["model", "parameters (M)", "images/s", "ratio to UNet2DModel", "peak training memory (MiB)", "memory ratio"]
     rows = []
@@ -126,8 +124,8 @@ def main():
     notes = f"""
 Forward + backward + AdamW step at {setting['sample_size']}x{setting['sample_size']}x3, batch {setting['batch_size']},
 {precision}; median of {setting['repeats']} interleaved repeats after 2 warm-up steps. Both UNets have channels
-{setting['block_out_channels']}, attention at levels {setting['attention_levels']} (head size
-{setting['attention_head_dim']}), {setting['norm_num_groups']} GroupNorm groups, no dropout; UNet2DModel with the
+{setting['unet']['block_out_channels']}, attention at levels {setting['unet']['attention_levels']} (head size
+{setting['unet']['attention_head_dim']}), {setting['unet']['norm_num_groups']} GroupNorm groups, no dropout; UNet2DModel with the
 official example's block types and 2 layers per block, SimpleUNet with its default layers per block. Parameters:
 SimpleUNet {parameters['SimpleUNet'] / 1e6:.2f} M, UNet2DModel {parameters['UNet2DModel'] / 1e6:.2f} M ({mismatch:+.1%}).
 Memory: growth over the weights during training, measured in a fresh process per model. {machine_description(args.num_threads)};
