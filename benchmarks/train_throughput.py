@@ -5,13 +5,12 @@ and an AdamW step, at the same batch size, resolution and optimizer settings for
 autocast on CUDA. Throughput: both models live in one process and their steps alternate (interleaved timing, median
 over repeats after warm-up steps). Peak memory: each model trains a few steps in a fresh subprocess; reported is the
 growth over the memory held before the first step (weights and inputs), i.e. gradients, optimizer state and
-activations: on CPU the peak resident set size (ru_maxrss) minus the resident size before training, on CUDA
-torch.cuda.max_memory_allocated minus the memory allocated before training.
+activations: on CPU (Linux) the peak resident set size during training (VmHWM, reset before the first step) minus
+the resident size before it, on CUDA torch.cuda.max_memory_allocated minus the memory allocated before training.
 """
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -46,10 +45,20 @@ def build(kind: str, setting) -> torch.nn.Module:
     return build_unet(kind, setting["sample_size"], 3, **setting["unet"])
 
 
-def resident_bytes() -> int:
-    """The current resident set size (Linux)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize()
+def forward_gflops(model: torch.nn.Module, sample_size: int) -> float:
+    """Floating-point operations of one forward pass on one image, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sample = torch.zeros(1, model.config.in_channels, sample_size, sample_size, device=model.device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(sample, torch.zeros(1, dtype=torch.long, device=model.device))
+    return counter.get_total_flops() / 1e9
+
+
+def process_status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (Linux), e.g. VmRSS (resident now) or VmHWM (peak resident)."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024  # kB
 
 
 def memory_probe(name: str, setting) -> None:
@@ -62,14 +71,15 @@ def memory_probe(name: str, setting) -> None:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
-        before = resident_bytes()
+        Path("/proc/self/clear_refs").write_text("5")  # resets the peak resident size VmHWM (Linux >= 4.0)
+        before = process_status_bytes("VmRSS")
     for _ in range(3):
         step()
     if device == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        peak = process_status_bytes("VmHWM")
     print(json.dumps({"bytes": peak - before}))
 
 
@@ -89,6 +99,7 @@ def main():
     device, autocast = device_and_autocast()
     models = {kind: build(kind, setting) for kind in UNET_CLASSES}
     parameters = {name: parameter_count(model) for name, model in models.items()}
+    gflops = {name: forward_gflops(model, setting["sample_size"]) for name, model in models.items()}
     mismatch = parameters["SimpleUNet"] / parameters["UNet2DModel"] - 1
     print(f"parameters: {parameters} (SimpleUNet {mismatch:+.1%} vs UNet2DModel)")
 
@@ -102,11 +113,12 @@ def main():
     throughput = {name: setting["batch_size"] / s for name, s in seconds.items()}
     memory = {name: measure_memory(name, args) for name in UNET_CLASSES}
 
-    headers = ["model", "parameters (M)", "images/s", "ratio to UNet2DModel", "peak training memory (MiB)", "memory ratio"]
+    headers = ["model", "parameters (M)", "forward GFLOPs / image", "images/s", "ratio to UNet2DModel",
+               "peak training memory (MiB)", "memory ratio"]
     rows = []
     for name in steps:
         base = name.split()[0]
-        row = [name, parameters[base] / 1e6, throughput[name], throughput[name] / throughput["UNet2DModel"]]
+        row = [name, parameters[base] / 1e6, gflops[base], throughput[name], throughput[name] / throughput["UNet2DModel"]]
         row += [memory[name], memory[name] / memory["UNet2DModel"]] if name in memory else ["-", "-"]
         rows.append(row)
 
@@ -128,6 +140,8 @@ Forward + backward + AdamW step at {setting['sample_size']}x{setting['sample_siz
 {setting['unet']['attention_head_dim']}), {setting['unet']['norm_num_groups']} GroupNorm groups, no dropout; UNet2DModel with the
 official example's block types and 2 layers per block, SimpleUNet with its default layers per block. Parameters:
 SimpleUNet {parameters['SimpleUNet'] / 1e6:.2f} M, UNet2DModel {parameters['UNet2DModel'] / 1e6:.2f} M ({mismatch:+.1%}).
+At the same parameter count SimpleUNet does fewer operations: it has fewer layers at the full resolution (1 down, 2
+up vs 2 and 3), where the parameters are few but the activations large (GFLOPs: convolutions and matrix products).
 Memory: growth over the weights during training, measured in a fresh process per model. {machine_description(args.num_threads)};
 wall time {wall:.0f} s (`benchmarks/train_throughput.py`).
 """

@@ -30,7 +30,7 @@ from diffusers.utils.torch_utils import randn_tensor
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "linear_rescaled")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-TIMESTEP_SPACINGS = ("linspace", "leading", "trailing", "logsnr")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", None)  # None: what DPMSolverMultistepScheduler saves; = fixed_small
 
 
@@ -178,9 +178,13 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         timestep_spacing (`str`, defaults to `"trailing"`):
             How `set_timesteps` picks `num_inference_steps` of the `T` train timesteps: `"linspace"`, `"leading"` or
             `"trailing"` as defined by `DDPMScheduler` (Table 2 of [Common Diffusion Noise Schedules and Sample Steps
-            are Flawed](https://huggingface.co/papers/2305.08891)), or `"logsnr"`: uniform in log-SNR lambda, rounded
-            to integer train timesteps with duplicates removed (so possibly fewer steps), the integer counterpart of
-            `DPMSolverMultistepScheduler(use_lu_lambdas=True)`.
+            are Flawed](https://huggingface.co/papers/2305.08891)). The `"dpmsolver++"` sampler uses it only with
+            `use_lu_lambdas=False`.
+        use_lu_lambdas (`bool`, defaults to `True`):
+            For `sampler="dpmsolver++"` only (the same key and meaning as in `DPMSolverMultistepScheduler`): steps
+            uniform in log-SNR lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022), rounded to integer train
+            timesteps with duplicates removed (so possibly fewer steps). The most accurate setting at 5-20 steps
+            (see benchmarks/results/sampler_accuracy.md); `DPMSolverMultistepScheduler.from_config` keeps it.
         steps_offset (`int`, defaults to 0):
             An offset added to the `"leading"` timesteps, as required by some model families.
         rescale_betas_zero_snr (`bool`, defaults to `False`):
@@ -215,6 +219,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
         timestep_spacing: str = "trailing",
+        use_lu_lambdas: bool = True,
         steps_offset: int = 0,
         rescale_betas_zero_snr: bool = False,
         set_alpha_to_one: bool = True,
@@ -234,10 +239,13 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         else:
             betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
             if beta_schedule == "linear_rescaled":
-                # Diffusers' schedulers do not know this schedule but all accept `trained_betas`. A key listed in
-                # `_use_default_values` is dropped by `from_config`, so take "trained_betas" off that list.
-                unset = [k for k in self.config.get("_use_default_values", []) if k != "trained_betas"]
-                self.register_to_config(trained_betas=betas.tolist(), _use_default_values=unset)
+                # Diffusers' schedulers do not know this schedule but all accept `trained_betas`
+                self.register_to_config(trained_betas=betas.tolist())
+        # `from_config` drops the keys listed in `_use_default_values`: pass on those whose default here differs
+        # from Diffusers' defaults, and trained_betas, so that a Diffusers scheduler made from this config agrees.
+        carried = ("clip_sample", "timestep_spacing", "use_lu_lambdas", "trained_betas")
+        unset = [k for k in self.config.get("_use_default_values", []) if k not in carried]
+        self.register_to_config(_use_default_values=unset)
         if betas.shape != (num_train_timesteps,):
             raise ValueError(
                 f"trained_betas has {betas.numel()} values but num_train_timesteps={num_train_timesteps}; "
@@ -259,11 +267,6 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)  # abar_t, float32, kept on the CPU
         # abar after the last step: 1 (the clean sample) or abar_0
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
-        if timestep_spacing == "logsnr" and self.alphas_cumprod[-1] <= 0:
-            raise ValueError(
-                "timestep_spacing='logsnr' needs a finite log-SNR at every train timestep, but abar_T = 0 here "
-                f"(rescale_betas_zero_snr={rescale_betas_zero_snr}); use 'trailing', 'leading' or 'linspace'."
-            )
 
         self.init_noise_sigma = 1.0  # x_T ~ N(0, I)
 
@@ -323,7 +326,10 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
                     f"num_train_timesteps={T}."
                 )
             timesteps = self._spaced_timesteps(num_inference_steps)
-            source = f"timestep_spacing={self.config.timestep_spacing!r}, steps_offset={self.config.steps_offset}"
+            source = (
+                "use_lu_lambdas=True" if self._uses_lu_lambdas()
+                else f"timestep_spacing={self.config.timestep_spacing!r}, steps_offset={self.config.steps_offset}"
+            )
         else:
             source = "custom timesteps"
 
@@ -346,18 +352,26 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self.model_outputs = []
         self._step_index = None
 
+    def _uses_lu_lambdas(self) -> bool:
+        return self.config.sampler == "dpmsolver++" and self.config.use_lu_lambdas
+
     def _spaced_timesteps(self, num_inference_steps: int) -> np.ndarray:
         # "linspace", "leading", "trailing": Lin et al. 2024, Table 2, with DDPMScheduler's definitions
         T, n = self.config.num_train_timesteps, num_inference_steps
+        if self._uses_lu_lambdas():
+            return self._lu_lambda_timesteps(n)
         if self.config.timestep_spacing == "linspace":
             return np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
         if self.config.timestep_spacing == "leading":
             return (np.arange(n) * (T // n))[::-1] + self.config.steps_offset
-        if self.config.timestep_spacing == "trailing":
-            return np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
-        # "logsnr": uniform steps in lambda_t = log(alpha_t / sigma_t) from lambda_{T-1} to lambda_0, each mapped
-        # to the (fractional) train timestep with that lambda by linear interpolation, then rounded.
-        abar = self.alphas_cumprod.double().numpy()
+        return np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1  # "trailing"
+
+    def _lu_lambda_timesteps(self, n: int) -> np.ndarray:
+        # Uniform steps in lambda_t = log(alpha_t / sigma_t) from lambda_{T-1} to lambda_0 (Lu et al. 2022), each
+        # mapped to the (fractional) train timestep with that lambda by linear interpolation, then rounded.
+        T = self.config.num_train_timesteps
+        # A zero terminal SNR (rescale_betas_zero_snr) has lambda_{T-1} = -inf: floor abar at 2**-24 as Diffusers does
+        abar = self.alphas_cumprod.double().numpy().clip(min=2.0**-24)
         lambdas = 0.5 * np.log(abar / (1 - abar))  # decreasing in t
         targets = np.linspace(lambdas[-1], lambdas[0], n)
         t = np.interp(targets, lambdas[::-1], np.arange(T - 1, -1, -1))

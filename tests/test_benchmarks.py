@@ -98,9 +98,9 @@ def test_train_throughput_tiny(tmp_path):
     stdout = run_tiny("train_throughput.py", tmp_path)
     rows = check_outputs(tmp_path, "train_throughput", stdout, ["SimpleUNet", "UNet2DModel"])
     for row in rows:
-        parameters, images_per_second, ratio, memory = (float(cell) for cell in row[1:5])
-        assert parameters > 0 and images_per_second > 0 and ratio > 0 and memory > 0
-    assert float(rows[1][3]) == 1.0
+        parameters, gflops, images_per_second, ratio, memory = (float(cell) for cell in row[1:6])
+        assert parameters > 0 and gflops > 0 and images_per_second > 0 and ratio > 0 and memory > 0
+    assert float(rows[1][4]) == 1.0
 
 
 @pytest.mark.slow

@@ -109,7 +109,7 @@ def test_ddpm_matches_diffusers(prediction_type, num_inference_steps, timestep_s
 
 def test_all_spacings_agree_on_the_full_chain():
     for spacing in ("linspace", "leading", "trailing"):
-        scheduler = SimpleScheduler(timestep_spacing=spacing)
+        scheduler = SimpleScheduler(sampler="ddpm", timestep_spacing=spacing)
         scheduler.set_timesteps(1000)
         assert torch.equal(scheduler.timesteps, torch.arange(999, -1, -1)), spacing
 
@@ -237,7 +237,8 @@ def test_ddim_linspace_steps_to_the_actual_previous_timestep():
 
 
 def dpm_pair(solver_order, **config):
-    config = {"timestep_spacing": "trailing", **config}  # DPMSolverMultistep's default is its own "linspace"
+    # DPMSolverMultistep's default spacing is its own "linspace"; compare on spaced (not log-SNR) timesteps
+    config = {"timestep_spacing": "trailing", "use_lu_lambdas": False, **config}
     ours = SimpleScheduler(sampler="dpmsolver++", solver_order=solver_order, **config)
     ref = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=solver_order, **config)
     return ours, ref
@@ -267,7 +268,7 @@ def test_dpmsolver_matches_diffusers_on_explicit_timesteps(solver_order, timeste
 @pytest.mark.parametrize("solver_order", [2, 3])
 @pytest.mark.parametrize("num_inference_steps", [10, 20])
 def test_dpmsolver_final_step_to_sigma_min(solver_order, num_inference_steps):
-    ours = SimpleScheduler(solver_order=solver_order, set_alpha_to_one=False)
+    ours = SimpleScheduler(solver_order=solver_order, set_alpha_to_one=False, use_lu_lambdas=False)
     ref = DPMSolverMultistepScheduler(
         solver_order=solver_order, final_sigmas_type="sigma_min", timestep_spacing="trailing"
     )
@@ -321,8 +322,8 @@ def test_dpmsolver_history_restarts_with_the_schedule():
     assert_same_trajectory(first, again, atol=0)
 
 
-def test_logsnr_spacing_matches_use_lu_lambdas():
-    ours = SimpleScheduler(timestep_spacing="logsnr")
+def test_use_lu_lambdas_matches_diffusers():
+    ours = SimpleScheduler()  # the default: dpmsolver++ on log-SNR-uniform steps
     ref = DPMSolverMultistepScheduler(use_lu_lambdas=True)
     for n in (10, 20, 25):
         ours.set_timesteps(n)
@@ -335,8 +336,18 @@ def test_logsnr_spacing_matches_use_lu_lambdas():
     assert_same_trajectory(denoise(ours), denoise(explicit))
 
 
-def test_logsnr_spacing_removes_duplicate_timesteps():
-    scheduler = SimpleScheduler(timestep_spacing="logsnr", num_train_timesteps=50)
+def test_use_lu_lambdas_only_for_dpmsolver():
+    for sampler in ("ddpm", "ddim"):
+        scheduler = SimpleScheduler(sampler=sampler, timestep_spacing="trailing")
+        scheduler.set_timesteps(10)
+        assert scheduler.timesteps.tolist() == list(range(999, 0, -100)), sampler
+    dpm = SimpleScheduler(sampler="dpmsolver++", use_lu_lambdas=False, timestep_spacing="trailing")
+    dpm.set_timesteps(10)
+    assert dpm.timesteps.tolist() == list(range(999, 0, -100))
+
+
+def test_use_lu_lambdas_removes_duplicate_timesteps():
+    scheduler = SimpleScheduler(num_train_timesteps=50)
     scheduler.set_timesteps(50)
     timesteps = scheduler.timesteps.tolist()
     assert timesteps == sorted(set(timesteps), reverse=True)
@@ -392,6 +403,7 @@ def test_scheduler_basics():
     assert {DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler} <= set(scheduler.compatibles)
     assert scheduler.config.sampler == "dpmsolver++" and scheduler.config.solver_order == 2
     assert scheduler.config.timestep_spacing == "trailing" and scheduler.config.clip_sample is False
+    assert scheduler.config.use_lu_lambdas is True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -473,6 +485,7 @@ def test_shared_keys_carry_over(through_files, tmp_path):
     ours = SimpleScheduler(solver_order=3, prediction_type="v_prediction", timestep_spacing="trailing")
     dpm = convert(ours, DPMSolverMultistepScheduler, through_files, tmp_path / "dpm")
     assert (dpm.config.solver_order, dpm.config.prediction_type) == (3, "v_prediction")
+    assert dpm.config.use_lu_lambdas is True  # the log-SNR steps carry over to Diffusers' DPM-Solver
     assert dpm.config.timestep_spacing == "trailing" and dpm.config.algorithm_type == "dpmsolver++"
     back = convert(dpm, SimpleScheduler, through_files, tmp_path / "back")  # its variance_type=None is accepted
     assert back.config.solver_order == 3 and back.config.sampler == "dpmsolver++"
@@ -497,7 +510,7 @@ def test_own_save_and_load(tmp_path):
         (dict(sampler="euler"), ["'euler'", "'ddpm'", "'ddim'", "'dpmsolver++'"]),
         (dict(beta_schedule="cosine"), ["'cosine'", "'squaredcos_cap_v2'", "'linear_rescaled'"]),
         (dict(prediction_type="flow_prediction"), ["'flow_prediction'", "'epsilon'", "'v_prediction'"]),
-        (dict(timestep_spacing="karras"), ["'karras'", "'trailing'", "'logsnr'"]),
+        (dict(timestep_spacing="karras"), ["'karras'", "'trailing'", "'leading'"]),
         (dict(variance_type="learned_range"), ["'learned_range'", "'fixed_small'", "'fixed_large'"]),
         (dict(solver_order=4), ["solver_order=4", "1, 2, 3"]),
         (dict(solver_order=0), ["solver_order=0", "1, 2, 3"]),
@@ -505,7 +518,6 @@ def test_own_save_and_load(tmp_path):
         (dict(trained_betas=[0.1, 0.2], num_train_timesteps=3), ["2 values", "num_train_timesteps=3"]),
         (dict(beta_schedule="linear_rescaled", num_train_timesteps=10), ["'linear_rescaled'", "outside [0, 1]"]),
         (dict(trained_betas=[0.5, 1.5], num_train_timesteps=2), ["trained_betas", "outside [0, 1]", "1.5"]),
-        (dict(timestep_spacing="logsnr", rescale_betas_zero_snr=True), ["'logsnr'", "'trailing'"]),
     ],
 )
 def test_bad_config_raises(kwargs, words):
@@ -538,7 +550,7 @@ def test_bad_set_timesteps_raises(kwargs, words):
 
 def test_leading_spacing_past_the_last_train_timestep_raises():
     with pytest.raises(ValueError, match="steps_offset=1"):
-        SimpleScheduler(timestep_spacing="leading", steps_offset=1).set_timesteps(1000)
+        SimpleScheduler(sampler="ddim", timestep_spacing="leading", steps_offset=1).set_timesteps(1000)
 
 
 def test_step_errors():
