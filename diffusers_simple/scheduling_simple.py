@@ -549,7 +549,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         h = lambda_t - lambda_s0
         m0 = self.model_outputs[-1]
 
-        if order == 1:
+        if order == 1 or h == 0:  # h = 0: a step from timestep 0 to abar_0 (set_alpha_to_one=False) stays put
             # Alg. 2, first step (DPM-Solver++(1), equal to DDIM):
             # x_t = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) x0_s
             return (sigma_t / sigma_s0) * x_t - alpha_t * (torch.exp(-h) - 1) * m0

@@ -563,3 +563,11 @@ def test_step_errors():
         scheduler.step(x, 998, x)
     with pytest.raises(ValueError, match="eta=2"):
         scheduler.step(x, 999, x, eta=2)
+
+
+@pytest.mark.parametrize("solver_order", [2, 3])
+def test_lu_lambdas_ending_at_timestep_zero_stays_finite(solver_order):
+    scheduler = SimpleScheduler(solver_order=solver_order, set_alpha_to_one=False)
+    scheduler.set_timesteps(50)
+    assert scheduler.timesteps[-1] == 0
+    assert all(torch.isfinite(out.prev_sample).all() for out in denoise(scheduler))
