@@ -122,15 +122,23 @@ SIMPLE_CONFIGS = {
     "Simple default": {},
     "Simple ddpm": {"sampler": "ddpm"},
     "Simple ddim": {"sampler": "ddim"},
-    "Simple dpm++2 linspace": {"timestep_spacing": "linspace"},
-    "Simple dpm++2 leading": {"timestep_spacing": "leading"},
-    "Simple dpm++2 logsnr": {"timestep_spacing": "logsnr"},
-    "Simple dpm++2 logsnr no-lof": {"timestep_spacing": "logsnr", "lower_order_final": False},
-    "Simple dpm++3 trailing": {"solver_order": 3},
-    "Simple dpm++3 logsnr": {"solver_order": 3, "timestep_spacing": "logsnr"},
-    "Simple dpm++3 logsnr no-lof": {"solver_order": 3, "timestep_spacing": "logsnr", "lower_order_final": False},
-    "Simple dpm++3 logsnr to t=0": {"solver_order": 3, "timestep_spacing": "logsnr", "set_alpha_to_one": False},
+    "Simple dpm++2 trailing": {"use_lu_lambdas": False},
+    "Simple dpm++2 linspace": {"use_lu_lambdas": False, "timestep_spacing": "linspace"},
+    "Simple dpm++2 leading": {"use_lu_lambdas": False, "timestep_spacing": "leading"},
+    "Simple dpm++2 lu no-lof": {"lower_order_final": False},
+    "Simple dpm++3 trailing": {"solver_order": 3, "use_lu_lambdas": False},
+    "Simple dpm++3 lu": {"solver_order": 3},
+    "Simple dpm++3 lu no-lof": {"solver_order": 3, "lower_order_final": False},
+    "Simple dpm++3 lu to t=0": {"solver_order": 3, "set_alpha_to_one": False},
 }
+
+
+def describe(scheduler) -> str:
+    config = scheduler.config
+    if config.sampler != "dpmsolver++":
+        return f"{config.sampler}, {config.timestep_spacing} spacing"
+    spacing = "log-SNR-uniform steps" if config.use_lu_lambdas else f"{config.timestep_spacing} spacing"
+    return f"dpmsolver++ order {config.solver_order}, {spacing}, lower_order_final={config.lower_order_final}"
 
 
 def add_arguments(parser):
@@ -209,7 +217,8 @@ range from {min(floors):.4g} to {max(floors):.4g}), mean over {args.repeats} dra
 {args.dim}-D mixture of {args.num_components} Gaussians (std {args.min_std} to {args.max_std}), exact noise predictor
 E[eps | x_t]. Linear betas, 1000 train steps, no clipping; each scheduler otherwise at its defaults ("Simple default" is
 `SimpleScheduler()`: {SimpleScheduler().config.sampler}, order {SimpleScheduler().config.solver_order},
-{SimpleScheduler().config.timestep_spacing} spacing). `no-lof`: lower_order_final=False; `to t=0`:
+{"log-SNR-uniform" if SimpleScheduler().config.use_lu_lambdas else SimpleScheduler().config.timestep_spacing} steps;
+"logsnr" = use_lu_lambdas=True, the default). `no-lof`: lower_order_final=False; `to t=0`:
 set_alpha_to_one=False. {machine_description(args.num_threads)}; wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
 """
     write_results(args.output_dir, "sampler_accuracy", "Sampler accuracy with an exact noise predictor", headers, rows, notes, figure)

@@ -82,22 +82,23 @@ def main():
                 images_per_second = {side: setting["batch_size"] / s for side, s in seconds.items()}
                 name = f"{algorithm} pipeline, {label}: images/s"
                 rows.append([name, images_per_second["ours"], images_per_second["theirs"], seconds["theirs"] / seconds["ours"]])
-                bars[f"{algorithm}\n{label}"] = seconds["theirs"] / seconds["ours"]
+                bars[f"{algorithm} pipeline, {label}"] = seconds["theirs"] / seconds["ours"]
 
     for algorithm, (config, scheduler_class, _) in ALGORITHMS.items():
         loops = {"ours": step_loop(SimpleScheduler(**config), setting), "theirs": step_loop(scheduler_class(), setting)}
         seconds = time_interleaved(loops, repeats=setting["step_repeats"], warmup=1)
         microseconds = {side: s / setting["num_inference_steps"] * 1e6 for side, s in seconds.items()}
         rows.append([f"{algorithm} step(): us per step", microseconds["ours"], microseconds["theirs"], seconds["theirs"] / seconds["ours"]])
-        bars[f"{algorithm}\nstep()"] = seconds["theirs"] / seconds["ours"]
+        bars[f"{algorithm} step()"] = seconds["theirs"] / seconds["ours"]
 
     headers = ["measurement", "diffusers-simple", "Diffusers", "speed-up (Diffusers time / ours)"]
-    figure, axes = new_figure(width=8)
+    figure, axes = new_figure(width=7)
     ax = axes[0, 0]
-    ax.bar(list(bars), list(bars.values()), color="C0")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set(ylabel="speed-up over Diffusers", title="Sampling speed (higher is better)")
-    ax.tick_params(axis="x", labelsize=7)
+    ax.barh(list(bars), list(bars.values()), color="C0")
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set(xlabel="speed-up over Diffusers (Diffusers time / ours)", title="Sampling speed (higher is better)")
+    ax.tick_params(axis="y", labelsize=8)
 
     wall = time.perf_counter() - start
     notes = f"""
