@@ -92,6 +92,11 @@ def parameter_count(model: torch.nn.Module) -> int:
 UNET_CLASSES = ("SimpleUNet", "UNet2DModel")
 
 
+def simple_layers_per_block(num_levels: int) -> tuple[int, ...]:
+    """SimpleUNet's default layer pattern for any number of levels: 1 at the full resolution, 2 below."""
+    return (1,) + (2,) * (num_levels - 1)
+
+
 def build_unet(
     kind: str,
     sample_size: int,
@@ -112,7 +117,7 @@ def build_unet(
     if kind == "SimpleUNet":
         from diffusers_simple import SimpleUNet
 
-        layers_per_block = (1,) + (2,) * (len(block_out_channels) - 1)
+        layers_per_block = simple_layers_per_block(len(block_out_channels))
         return SimpleUNet(layers_per_block=layers_per_block, attention_levels=tuple(attention_levels), **shared)
     if kind == "UNet2DModel":
         from diffusers import UNet2DModel

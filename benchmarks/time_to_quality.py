@@ -13,6 +13,7 @@ many steps as ours, and our sampler on the official weights.
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from common import (
     new_figure,
     parameter_count,
     parse_args,
+    simple_layers_per_block,
     time_interleaved,
     write_results,
 )
@@ -68,12 +70,15 @@ def model_flags(setting) -> list[str]:
     ]
 
 
-def train(command: list[str], num_threads: int) -> float:
-    """Runs a training command in a fresh process; returns its wall time."""
-    start = time.perf_counter()
+def train(command: list[str], num_threads: int) -> tuple[float, float]:
+    """Runs a training command in a fresh process; returns its wall time and CPU time (user + system) in seconds.
+    The CPU time hardly depends on what else runs on the machine."""
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     env = dict(os.environ, OMP_NUM_THREADS=str(num_threads))
     subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.perf_counter() - start, cpu
 
 
 def digits_fd(pipeline, num_samples: int, resolution: int, num_inference_steps: int) -> float:
@@ -102,10 +107,10 @@ def main():
     train_steps = {name: max(2, int(budget / s)) for name, s in seconds_per_step.items()}
     print(f"parameters {parameters}, seconds per step {seconds_per_step}, steps for {budget:.0f} s: {train_steps}")
 
-    layers_per_block = ["1"] + ["2"] * (len(setting["unet"]["block_out_channels"]) - 1)  # as build_unet
+    layers_per_block = map(str, simple_layers_per_block(len(setting["unet"]["block_out_channels"])))
     with tempfile.TemporaryDirectory() as tmp:
         ours_dir, official_dir = os.path.join(tmp, "ours"), os.path.join(tmp, "official")
-        wall = {
+        times = {
             "ours": train([sys.executable, "training/train.py", "--output_dir", ours_dir, "--seed", "0",
                            "--max_train_steps", str(train_steps["ours"]), "--layers_per_block", *layers_per_block,
                            *model_flags(setting)], args.num_threads),
@@ -130,9 +135,10 @@ def main():
     floor = digits_metrics(torch.round((real + 1) * 127.5).to(torch.uint8), None, resolution)[0]["digits_fd"]
 
     recipe_names = {"ours": "this project (train.py defaults)", "official": "official Diffusers recipe"}
-    headers = ["recipe", "parameters (M)", "train steps", "train wall time (s)", "sampling", "digits FD", "FD / ours"]
+    headers = ["recipe", "parameters (M)", "train steps", "train wall / CPU time (s)", "sampling", "digits FD", "FD / ours"]
     reference = fd[evaluations[0][1]]
-    rows = [[recipe_names[recipe], parameters[recipe] / 1e6, train_steps[recipe], wall[recipe], label, fd[label], fd[label] / reference]
+    rows = [[recipe_names[recipe], parameters[recipe] / 1e6, train_steps[recipe], "{:.0f} / {:.0f}".format(*times[recipe]), label,
+             fd[label], fd[label] / reference]
             for recipe, label, _, _ in evaluations]
     rows.append([f"real digits ({len(real)} images, floor)", "-", "-", "-", "-", floor, floor / reference])
 
@@ -152,7 +158,8 @@ seconds per bare training step {seconds_per_step['ours']:.3f} (SimpleUNet) and {
 (UNet2DModel). UNets: channels {setting['unet']['block_out_channels']}, attention at levels {setting['unet']['attention_levels']}.
 Ours: `training/train.py` with its defaults (lr 1e-4, cosine schedule, 500 warm-up steps, no EMA, dropout 0.1,
 SimpleScheduler defaults) and only the UNet size, resolution and step count set. Official: `benchmarks/baseline_official_recipe.py`
-(EMA, DDPMScheduler with clip_sample). The train wall time includes process start-up, EMA, validation and export.
+(EMA, DDPMScheduler with clip_sample). The train times are those of the whole training process (start-up, data, EMA,
+validation, export); the wall time also depends on what else ran on the machine, the CPU time (all threads) hardly.
 {setting['num_samples']} samples per evaluation. {machine_description(args.num_threads)}; wall time
 {time.perf_counter() - start:.0f} s (`benchmarks/time_to_quality.py`).
 """

@@ -119,6 +119,6 @@ def test_time_to_quality_tiny(tmp_path):
     rows = check_outputs(tmp_path, "time_to_quality", stdout, recipes)
     assert len(rows) == 5 and rows[-1][0].startswith("real digits")
     for row in rows[:4]:
-        parameters, steps, wall_time = float(row[1]), int(row[2]), float(row[3])
-        assert parameters > 0 and steps >= 2 and wall_time > 0
+        parameters, steps, (wall_time, cpu_time) = float(row[1]), int(row[2]), map(float, row[3].split(" / "))
+        assert parameters > 0 and steps >= 2 and wall_time > 0 and cpu_time > 0
     assert all(float(row[5]) > 0 for row in rows)  # digits Fréchet distances
