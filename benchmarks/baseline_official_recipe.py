@@ -22,7 +22,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
-from training.digits_classifier import digits_images
+from diffusers_simple_training.digits_classifier import digits_images
 
 
 def parse_args():

@@ -216,10 +216,8 @@ range from {min(floors):.4g} to {max(floors):.4g}), mean over {args.repeats} dra
 1.0 = as good as exact sampling. Data: a
 {args.dim}-D mixture of {args.num_components} Gaussians (std {args.min_std} to {args.max_std}), exact noise predictor
 E[eps | x_t]. Linear betas, 1000 train steps, no clipping; each scheduler otherwise at its defaults ("Simple default" is
-`SimpleScheduler()`: {SimpleScheduler().config.sampler}, order {SimpleScheduler().config.solver_order},
-{"log-SNR-uniform" if SimpleScheduler().config.use_lu_lambdas else SimpleScheduler().config.timestep_spacing} steps;
-"logsnr" = use_lu_lambdas=True, the default). `no-lof`: lower_order_final=False; `to t=0`:
-set_alpha_to_one=False. {machine_description(args.num_threads)}; wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
+`SimpleScheduler()`: {describe(SimpleScheduler())}). `lu`: use_lu_lambdas=True (SimpleScheduler's default), steps uniform
+in log-SNR; `no-lof`: lower_order_final=False; `to t=0`: set_alpha_to_one=False. {machine_description(args.num_threads)}; wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
 """
     write_results(args.output_dir, "sampler_accuracy", "Sampler accuracy with an exact noise predictor", headers, rows, notes, figure)
 

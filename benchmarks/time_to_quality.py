@@ -38,21 +38,21 @@ from diffusers import DDPMPipeline
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple.pipeline_simple import DEFAULT_STEPS_ANCESTRAL, DEFAULT_STEPS_FAST
-from training.digits_classifier import digits_images
-from training.evaluate import digits_metrics, generate
+from diffusers_simple_training.digits_classifier import digits_images
+from diffusers_simple_training.evaluate import digits_metrics, generate
 
 REPO = Path(__file__).resolve().parents[1]
 # official_steps: DDPMPipeline's default is 1000, which takes hours for a few hundred samples on a CPU
 FULL = dict(resolution=16, minutes=5.0, num_samples=500, official_steps=100, unet=dict(
     block_out_channels=(32, 64, 64), attention_levels=(False, True, True), attention_head_dim=32, norm_num_groups=8))
-TINY = dict(resolution=8, minutes=0.05, num_samples=16, official_steps=10, unet=dict(
+TINY = dict(resolution=8, minutes=0.02, num_samples=16, official_steps=10, unet=dict(
     block_out_channels=(16, 16), attention_levels=(False, True), attention_head_dim=16, norm_num_groups=8))
 BATCH_SIZE = 16  # both recipes' default
 RECIPES = ("ours", "official")  # SimpleUNet, UNet2DModel
 
 
 def add_arguments(parser):
-    parser.add_argument("--minutes", type=float, default=None, help="Training budget per recipe (default 5; tiny 0.05).")
+    parser.add_argument("--minutes", type=float, default=None, help="Training budget per recipe (default 5; tiny 0.02).")
     parser.add_argument("--num_samples", type=int, default=None, help="Generated images per evaluation (default 500).")
     parser.add_argument("--official_steps", type=int, default=None,
                         help="Steps of the long DDPMPipeline evaluation (default 100; DDPMPipeline's own default is 1000).")

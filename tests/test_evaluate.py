@@ -15,7 +15,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from scipy.stats import norm
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
-from training import digits_classifier, evaluate, frechet, nll
+from diffusers_simple_training import digits_classifier, evaluate, frechet, nll
 
 GRID = np.arange(256) / 127.5 - 1  # the 8-bit values in [-1, 1]
 
@@ -319,7 +319,7 @@ def test_fid_without_inception_exits_nonzero_saying_what_to_install(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_end_to_end_on_a_saved_class_conditional_pipeline(tmp_path, hub_server, tiny_dinov2, classifier_cache):
-    from training.digits import load_digits_dataset
+    from diffusers_simple_training.digits import load_digits_dataset
 
     load_digits_dataset().select(range(24)).push_to_hub("someuser/eval-reference")  # a Hub dataset as the reference
     torch.manual_seed(0)

@@ -23,10 +23,10 @@ from huggingface_hub.errors import (
 from safetensors.torch import save_file
 
 from hub_server import GITATTRIBUTES
-from training.digits import load_digits_dataset
-from training.hub import push_folder_to_hub
-from training.publish import check_pipeline_folder
-from training.publish import main as publish_main
+from diffusers_simple_training.digits import load_digits_dataset
+from diffusers_simple_training.hub import push_folder_to_hub
+from diffusers_simple_training.publish import check_pipeline_folder
+from diffusers_simple_training.publish import main as publish_main
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,6 +277,6 @@ def test_train_from_hub_dataset_push_and_sample_from_hub(hub_server, tiny_digits
     assert any(r.path.startswith(f"/{repo_id}/resolve/") and r.path.endswith(".safetensors") for r in hub_server.requests[first:])
 
     # the publish CLI pushes the same folder to another repo
-    run([sys.executable, "-m", "training.publish", str(output_dir), "--hub_model_id", "someuser/the-model-again"],
+    run([sys.executable, "-m", "diffusers_simple_training.publish", str(output_dir), "--hub_model_id", "someuser/the-model-again"],
         hf_home=tmp_path / "hf_home_publish", cwd=ROOT)
     assert hub_files(hub_server, "someuser/the-model-again") == pushed

@@ -24,12 +24,12 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusers_simple import SimpleScheduler, SimpleUNetOutput
-from training import train
-from training.args import parse_args
-from training.checkpointing import list_checkpoints, replace_path, resolve_checkpoint
-from training.data import EpochSampler, ExampleProcessor, ImageTransform, collate, image_channels
-from training.model_card import render_model_card
-from training.objective import diffusion_loss, min_snr_weights, training_target
+from diffusers_simple_training import train
+from diffusers_simple_training.args import parse_args
+from diffusers_simple_training.checkpointing import list_checkpoints, replace_path, resolve_checkpoint
+from diffusers_simple_training.data import EpochSampler, ExampleProcessor, ImageTransform, collate, image_channels
+from diffusers_simple_training.model_card import render_model_card
+from diffusers_simple_training.objective import diffusion_loss, min_snr_weights, training_target
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -304,7 +304,7 @@ def test_replace_path_swaps_folders_and_files(tmp_path):
 
 def test_model_card_metadata_usage_and_metrics(tmp_path):
     from diffusers_simple import SimpleUNet
-    from training.data import TrainingData
+    from diffusers_simple_training.data import TrainingData
 
     (tmp_path / "eval_results.json").write_text(
         json.dumps(

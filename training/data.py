@@ -18,8 +18,8 @@ import torch
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
-from training.digits import DESCRIPTION as DIGITS_DESCRIPTION
-from training.digits import load_digits_dataset
+from diffusers_simple_training.digits import DESCRIPTION as DIGITS_DESCRIPTION
+from diffusers_simple_training.digits import load_digits_dataset
 
 
 IMAGE_MODES = {1: "L", 3: "RGB", 4: "RGBA"}

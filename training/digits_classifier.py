@@ -17,8 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.data import ImageTransform
-from training.digits import load_digits_dataset
+from diffusers_simple_training.data import ImageTransform
+from diffusers_simple_training.digits import load_digits_dataset
 
 
 NUM_CLASSES = 10

@@ -1,7 +1,7 @@
 # Copyright 2026 The diffusers-simple authors. Licensed under the Apache License, Version 2.0.
 """Evaluates a saved pipeline: generates samples and reports sample-quality metrics and the likelihood bound.
 
-    python -m training.evaluate --pretrained_model_name_or_path outputs/demo --reference digits --metrics digits nll
+    python -m diffusers_simple_training.evaluate --pretrained_model_name_or_path outputs/demo --reference digits --metrics digits nll
     diffusers-simple-evaluate --pretrained_model_name_or_path user/model --reference cifar10 --reference_split test \\
         --metrics fid kid --num_samples 10000 --scheduler simple-dpmsolver++ --num_inference_steps 20
 
@@ -35,13 +35,13 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
-from training import frechet
-from training.data import ImageTransform
-from training.digits import load_digits_dataset
-from training.digits_classifier import class_coverage, classify, digits_images, load_digits_classifier
-from training.model_card import EVAL_RESULTS_NAME
-from training.nll import variational_bound
-from training.samples import make_grid
+from diffusers_simple_training import frechet
+from diffusers_simple_training.data import ImageTransform
+from diffusers_simple_training.digits import load_digits_dataset
+from diffusers_simple_training.digits_classifier import class_coverage, classify, digits_images, load_digits_classifier
+from diffusers_simple_training.model_card import EVAL_RESULTS_NAME
+from diffusers_simple_training.nll import variational_bound
+from diffusers_simple_training.samples import make_grid
 
 
 METRICS = ("fid", "kid", "fd_dinov2", "digits", "nll")

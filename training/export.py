@@ -5,7 +5,7 @@ import os
 import shutil
 
 from diffusers_simple import SimpleDiffusionPipeline
-from training.checkpointing import fsync_tree, replace_path
+from diffusers_simple_training.checkpointing import fsync_tree, replace_path
 
 
 GRID_NAME = "samples.png"

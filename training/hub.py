@@ -83,7 +83,7 @@ def push_folder_to_hub(
             if attempt == retries:
                 raise RuntimeError(
                     f"Could not push {str(folder)!r} to the Hub repo {repo_id!r} after {retries} attempts. The local "
-                    f"folder is unchanged: run `python -m training.publish {folder} --hub_model_id {repo_id}` to try "
+                    f"folder is unchanged: run `python -m diffusers_simple_training.publish {folder} --hub_model_id {repo_id}` to try "
                     f"again. The last error was: {error}"
                 ) from error
             wait = backoff_seconds * 2 ** (attempt - 1)

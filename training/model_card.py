@@ -4,12 +4,13 @@ huggingface_hub's `ModelCard` / `ModelCardData`."""
 
 import json
 import os
-from pathlib import Path
+from importlib.resources import files
 
 from huggingface_hub import ModelCard, ModelCardData
 
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "model_card_template.md"
+# `model_cards/` of the checkout, installed as the package data `diffusers_simple_training.model_cards`.
+TEMPLATE_PATH = files("diffusers_simple_training.model_cards") / "model_card_template.md"
 EVAL_RESULTS_NAME = "eval_results.json"
 TAGS = ["diffusers-simple", "diffusers", "unconditional-image-generation", "ddpm", "diffusion-models"]
 

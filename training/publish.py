@@ -1,7 +1,7 @@
 # Copyright 2026 The diffusers-simple authors. Licensed under the Apache License, Version 2.0.
 """Push a trained pipeline folder to the Hugging Face Hub.
 
-    python -m training.publish OUTPUT_DIR --hub_model_id user/name [--private] [--hub_token TOKEN]
+    python -m diffusers_simple_training.publish OUTPUT_DIR --hub_model_id user/name [--private] [--hub_token TOKEN]
 
 Checks first that OUTPUT_DIR is a complete pipeline folder (what `pipeline.save_pretrained` and the training
 script's model card write), so that what lands on the Hub loads with
@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from training.hub import push_folder_to_hub
+from diffusers_simple_training.hub import push_folder_to_hub
 
 
 # What lives next to the pipeline in a training output folder but does not belong on the Hub: resumable

@@ -40,8 +40,8 @@ from huggingface_hub import create_repo
 from tqdm.auto import tqdm
 
 from diffusers_simple import SimpleUNet
-from training.args import parse_args
-from training.checkpointing import (
+from diffusers_simple_training.args import parse_args
+from diffusers_simple_training.checkpointing import (
     CHECKPOINT_PATTERN,
     list_checkpoints,
     load_checkpoint,
@@ -49,14 +49,14 @@ from training.checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from training.data import ExampleProcessor, ImageTransform, TrainBatches, load_training_data
-from training.export import GRID_NAME, export_pipeline
-from training.hub import push_folder_to_hub
-from training.model_card import render_model_card
-from training.modeling import build_unet_and_scheduler
-from training.objective import diffusion_loss
-from training.publish import IGNORE_PATTERNS
-from training.samples import sample_grid
+from diffusers_simple_training.data import ExampleProcessor, ImageTransform, TrainBatches, load_training_data
+from diffusers_simple_training.export import GRID_NAME, export_pipeline
+from diffusers_simple_training.hub import push_folder_to_hub
+from diffusers_simple_training.model_card import render_model_card
+from diffusers_simple_training.modeling import build_unet_and_scheduler
+from diffusers_simple_training.objective import diffusion_loss
+from diffusers_simple_training.publish import IGNORE_PATTERNS
+from diffusers_simple_training.samples import sample_grid
 
 
 logger = get_logger(__name__, log_level="INFO")
