@@ -152,7 +152,7 @@ def test_push_folder_to_hub_retries_server_errors(hub_server, tmp_path):
     local = folder_contents(folder)
     first = len(hub_server.requests)
     hub_server.fail_next_commits(3)
-    with pytest.raises(RuntimeError, match=r"after 3 attempts\. The local folder is unchanged"):
+    with pytest.raises(RuntimeError, match=r"failed after 3 attempts over .* The local folder is unchanged"):
         push_folder_to_hub(folder, repo_id, retries=3, backoff_seconds=0)
     assert commit_statuses(hub_server, first) == [500, 500, 500]
     assert hub_server.repo(repo_id).main == pushed
@@ -178,10 +178,12 @@ def test_push_folder_to_hub_rejects_bad_arguments(tmp_path):
 
 
 def test_check_pipeline_folder_names_what_is_missing(tmp_path):
-    with pytest.raises(ValueError, match=r"model_index\.json is missing; README\.md is missing; unet/ is missing"):
+    with pytest.raises(ValueError, match=r"model_index\.json is missing; README\.md is missing; unet/ is missing; scheduler/ is missing"):
         check_pipeline_folder(tmp_path)
     folder = write_model_folder(tmp_path / "pipeline")
+    (folder / "unet" / "model.safetensors").rename(folder / "unet" / "diffusion_pytorch_model.safetensors")
     (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text('{"_class_name": "DDPMScheduler"}\n')
     (folder / "model_index.json").write_text(
         '{"_class_name": ["pipeline_simple", "SimpleDiffusionPipeline"], "unet": ["unet_simple", "SimpleUNet"],'
         ' "scheduler": ["diffusers", "DDPMScheduler"]}'
