@@ -16,12 +16,14 @@ Papers:
   https://huggingface.co/papers/2211.01095
 """
 
+import inspect
 import math
 from dataclasses import dataclass
 
+import diffusers
 import numpy as np
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -56,6 +58,13 @@ def _check_choice(name, value, choices):
     if value not in choices:
         accepted = ", ".join(repr(c) for c in choices if c is not None)
         raise ValueError(f"Unsupported {name}={value!r}; accepted values are {accepted}.")
+
+
+def _same_value(a, b) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_eta(eta):
@@ -231,33 +240,46 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
         _check_choice("solver_order", solver_order, (1, 2, 3))
         _check_eta(eta)
-        if num_train_timesteps < 1:
+        for name, value in [("beta_start", beta_start), ("beta_end", beta_end), ("clip_sample_range", clip_sample_range),
+                            ("dynamic_thresholding_ratio", dynamic_thresholding_ratio),
+                            ("sample_max_value", sample_max_value)]:
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{name}={value!r} is not a finite number; pass a finite float.")
+        if not (isinstance(num_train_timesteps, int) and num_train_timesteps >= 1):
             raise ValueError(f"num_train_timesteps={num_train_timesteps!r} must be a positive integer.")
+        if rescale_betas_zero_snr and prediction_type == "epsilon":
+            # At zero terminal SNR, x_0 = (x_T - sqrt(1 - abar_T) eps) / sqrt(abar_T) divides by 0 at t = T - 1.
+            # Diffusers' DDPM and DDIM schedulers return NaN there; its DPM-Solver, UniPC and Euler schedulers clamp
+            # abar_T to 2**-24, which multiplies the error of eps by 4096. Both are refused here.
+            raise ValueError(
+                "rescale_betas_zero_snr=True with prediction_type='epsilon' is refused: at zero terminal SNR an "
+                "epsilon prediction does not determine x_0 at t = num_train_timesteps - 1 (division by "
+                "sqrt(abar_T) = 0, NaN samples). Use prediction_type='v_prediction' or 'sample' with zero terminal "
+                "SNR (Lin et al. 2024), or rescale_betas_zero_snr=False; SimpleScheduler does not clamp abar_T."
+            )
 
         if trained_betas is not None:
-            betas = torch.tensor(trained_betas, dtype=torch.float32)
+            betas = torch.tensor(np.asarray(trained_betas, dtype=np.float64), dtype=torch.float32)
         else:
             betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
             if beta_schedule == "linear_rescaled":
                 # Diffusers' schedulers do not know this schedule but all accept `trained_betas`
                 self.register_to_config(trained_betas=betas.tolist())
-        # `from_config` drops the keys listed in `_use_default_values`: pass on those whose default here differs
-        # from Diffusers' defaults, and trained_betas, so that a Diffusers scheduler made from this config agrees.
-        carried = ("clip_sample", "timestep_spacing", "use_lu_lambdas", "trained_betas")
-        unset = [k for k in self.config.get("_use_default_values", []) if k not in carried]
-        self.register_to_config(_use_default_values=unset)
         if betas.shape != (num_train_timesteps,):
             raise ValueError(
                 f"trained_betas has {betas.numel()} values but num_train_timesteps={num_train_timesteps}; "
                 "pass exactly one beta per train timestep."
             )
-        if not bool(((betas >= 0) & (betas <= 1)).all()):
+        if not bool(((betas > 0) & (betas < 1)).all()):  # also False for NaN
             source = "trained_betas" if trained_betas is not None else (
                 f"beta_schedule={beta_schedule!r} with beta_start={beta_start}, beta_end={beta_end} and "
                 f"num_train_timesteps={num_train_timesteps}"
             )
+            bad = betas[~((betas > 0) & (betas < 1))]
             raise ValueError(
-                f"{source} gives betas outside [0, 1] (min {betas.min().item():.4g}, max {betas.max().item():.4g})."
+                f"{source} gives betas outside (0, 1): {bad[:5].tolist()} (min {betas.min().item():.4g}, max "
+                f"{betas.max().item():.4g}). Every beta must satisfy 0 < beta < 1: beta >= 1 makes abar_t = 0 "
+                "(NaN samples), beta <= 0 or a non-finite beta is not a noising step."
             )
         if rescale_betas_zero_snr:
             betas = rescale_zero_terminal_snr(betas)
@@ -277,6 +299,30 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # timestep that continues them
         self.model_outputs = []
         self._step_index = None
+
+    # Keys whose default here differs from Diffusers' schedulers' defaults, and trained_betas: `from_config` always
+    # passes them on, so that a Diffusers scheduler made from this config agrees.
+    _carried_keys = ("clip_sample", "timestep_spacing", "use_lu_lambdas", "trained_betas")
+
+    def register_to_config(self, **kwargs):
+        super().register_to_config(**kwargs)
+        self._normalize_hidden_config()
+
+    def _normalize_hidden_config(self):
+        # `from_config` drops the keys listed in `_use_default_values`. Derive that list from the values (the keys at
+        # their default here, except the carried ones) rather than from how this object was made, and always hold
+        # `_class_name` and `_diffusers_version` (which saving writes in place), so that `config` is the same after
+        # `from_config(config)` and after `save_pretrained` + `from_pretrained`.
+        defaults = {
+            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items() if name != "self"
+        }
+        internal = dict(self._internal_dict)
+        internal["_use_default_values"] = sorted(
+            k for k, default in defaults.items()
+            if k not in self._carried_keys and k in internal and _same_value(internal[k], default)
+        )
+        internal["_class_name"], internal["_diffusers_version"] = type(self).__name__, diffusers.__version__
+        self._internal_dict = FrozenDict(internal)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
         """
@@ -581,8 +627,22 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
 
     def _abar_like(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         # abar at each timestep, float32, shaped to broadcast over a batch like `like`
-        abar = self.alphas_cumprod.to(like.device)[torch.as_tensor(timesteps, device=like.device)]
+        self._check_train_timesteps(timesteps)
+        abar = self.alphas_cumprod.to(like.device)[torch.as_tensor(timesteps, device=like.device).long()]
         return abar.flatten().reshape(-1, *[1] * (like.ndim - 1))
+
+    def _check_train_timesteps(self, timesteps):
+        T = self.config.num_train_timesteps
+        t = torch.as_tensor(timesteps)
+        if t.is_floating_point() or t.is_complex():
+            bad = t[(t != t.round()) | (t < 0) | (t > T - 1) | ~torch.isfinite(t)]
+        else:
+            bad = t[(t < 0) | (t > T - 1)]
+        if bad.numel():
+            raise ValueError(
+                f"timesteps {bad.flatten()[:8].tolist()} are out of range: train timesteps must be integers in "
+                f"[0, {T - 1}] (num_train_timesteps={T}); a negative index would wrap around."
+            )
 
     def add_noise(
         self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor

@@ -414,7 +414,7 @@ SCHEDULE_CONFIGS = [
     dict(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2"),
     dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
     dict(num_train_timesteps=100, beta_schedule="linear_rescaled"),
-    dict(rescale_betas_zero_snr=True),
+    dict(rescale_betas_zero_snr=True, prediction_type="v_prediction"),
 ]
 DIFFUSERS_CLASSES = [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler]
 
@@ -516,8 +516,19 @@ def test_own_save_and_load(tmp_path):
         (dict(solver_order=0), ["solver_order=0", "1, 2, 3"]),
         (dict(eta=1.5), ["eta=1.5", "0 <= eta <= 1"]),
         (dict(trained_betas=[0.1, 0.2], num_train_timesteps=3), ["2 values", "num_train_timesteps=3"]),
-        (dict(beta_schedule="linear_rescaled", num_train_timesteps=10), ["'linear_rescaled'", "outside [0, 1]"]),
-        (dict(trained_betas=[0.5, 1.5], num_train_timesteps=2), ["trained_betas", "outside [0, 1]", "1.5"]),
+        (dict(beta_schedule="linear_rescaled", num_train_timesteps=10), ["'linear_rescaled'", "outside (0, 1)"]),
+        (dict(trained_betas=[0.5, 1.5], num_train_timesteps=2), ["trained_betas", "outside (0, 1)", "1.5"]),
+        # issue 8: settings that can only give NaN samples
+        (dict(beta_end=1.0), ["beta_end=1.0", "outside (0, 1)", "0 < beta < 1"]),
+        (dict(beta_start=0.0), ["beta_start=0.0", "outside (0, 1)", "0 < beta < 1"]),
+        (dict(trained_betas=[0.0] * 4, num_train_timesteps=4), ["trained_betas", "outside (0, 1)", "0 < beta < 1"]),
+        (dict(trained_betas=[0.1, float("nan")], num_train_timesteps=2), ["trained_betas", "nan"]),
+        (dict(trained_betas=[0.1, float("inf")], num_train_timesteps=2), ["trained_betas", "inf"]),
+        (dict(beta_end=float("nan")), ["beta_end=nan", "finite"]),
+        (dict(beta_start=float("inf")), ["beta_start=inf", "finite"]),
+        (dict(sample_max_value=float("nan")), ["sample_max_value=nan", "finite"]),
+        (dict(eta=float("nan")), ["eta=nan", "0 <= eta <= 1"]),
+        (dict(rescale_betas_zero_snr=True), ["rescale_betas_zero_snr=True", "'epsilon'", "'v_prediction'", "refused"]),
     ],
 )
 def test_bad_config_raises(kwargs, words):
@@ -571,3 +582,35 @@ def test_lu_lambdas_ending_at_timestep_zero_stays_finite(solver_order):
     scheduler.set_timesteps(50)
     assert scheduler.timesteps[-1] == 0
     assert all(torch.isfinite(out.prev_sample).all() for out in denoise(scheduler))
+
+
+@pytest.mark.parametrize("method", ["add_noise", "get_velocity"])
+@pytest.mark.parametrize("timesteps", [[-1], [5, 1000], [0, 2000, -3]])
+def test_forward_process_rejects_out_of_range_timesteps(method, timesteps):
+    scheduler = SimpleScheduler()
+    x = torch.zeros(len(timesteps), 2)
+    with pytest.raises(ValueError) as error:
+        getattr(scheduler, method)(x, x, torch.tensor(timesteps))
+    bad = [t for t in timesteps if not 0 <= t <= 999]
+    assert str(bad) in str(error.value) and "[0, 999]" in str(error.value)
+    # the edges are accepted
+    getattr(scheduler, method)(torch.zeros(2, 2), torch.zeros(2, 2), torch.tensor([0, 999]))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(), dict(sampler="ddim", eta=0.3), dict(beta_schedule="linear_rescaled", num_train_timesteps=100),
+     dict(prediction_type="v_prediction", rescale_betas_zero_snr=True, solver_order=3)],
+)
+def test_config_round_trip_is_equal(config, tmp_path):
+    # Diffusers' scheduler tests compare `config` after save_pretrained + from_pretrained
+    scheduler = SimpleScheduler(**config)
+    assert SimpleScheduler.from_config(scheduler.config).config == scheduler.config
+    scheduler.save_pretrained(tmp_path)
+    loaded = SimpleScheduler.from_pretrained(tmp_path)
+    assert loaded.config == scheduler.config
+    loaded.save_pretrained(tmp_path / "again")
+    assert SimpleScheduler.from_pretrained(tmp_path / "again").config == scheduler.config
+    # a value equal to the default gives the same config as leaving it out
+    if "prediction_type" not in config:
+        assert SimpleScheduler(prediction_type="epsilon", **config).config == scheduler.config
