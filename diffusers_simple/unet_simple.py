@@ -24,6 +24,10 @@ from torch import nn
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass
 class SimpleUNetOutput(BaseOutput):
     """
@@ -153,13 +157,16 @@ class SimpleUNet(ModelMixin, ConfigMixin):
             Number of channels of the output.
         block_out_channels (`tuple[int]`, *optional*, defaults to `(64, 128, 256, 256)`):
             Channels of each resolution level, from the full resolution down.
-        layers_per_block (`int` or `tuple[int]`, *optional*, defaults to `(1, 1, 2, 2)`):
+        layers_per_block (`int` or `tuple[int]`, *optional*):
             Layers per level in the down path (the up path has one more per level): one int for all levels, or one int
-            per level.
-        attention_levels (`tuple[bool]`, *optional*, defaults to `(False, True, True, True)`):
-            Which levels have self-attention after every residual block. The middle block always has it.
-        attention_head_dim (`int`, *optional*, defaults to `64`):
+            per level. Defaults to 1 in the first `len(block_out_channels) // 2` levels and 2 in the others: `(1, 1, 2,
+            2)` for four levels, `(1, 2)` for two.
+        attention_levels (`tuple[bool]`, *optional*):
+            Which levels have self-attention after every residual block; one bool per level. The middle block always
+            has it. Defaults to every level but the first: `(False, True, True, True)` for four levels.
+        attention_head_dim (`int`, *optional*):
             Channels per attention head; must divide the channels of every level with attention and of the last level.
+            Defaults to the largest divisor of 64 that does: 64 for the default channels, 32 for `(16, 32)`.
         norm_num_groups (`int`, *optional*, defaults to `32`):
             Number of groups of every GroupNorm; must divide every entry of `block_out_channels`.
         norm_eps (`float`, *optional*, defaults to `1e-5`):
@@ -180,27 +187,43 @@ class SimpleUNet(ModelMixin, ConfigMixin):
         in_channels: int = 3,
         out_channels: int = 3,
         block_out_channels: tuple[int, ...] = (64, 128, 256, 256),
-        layers_per_block: int | tuple[int, ...] = (1, 1, 2, 2),
-        attention_levels: tuple[bool, ...] = (False, True, True, True),
-        attention_head_dim: int = 64,
+        layers_per_block: int | tuple[int, ...] | None = None,
+        attention_levels: tuple[bool, ...] | None = None,
+        attention_head_dim: int | None = None,
         norm_num_groups: int = 32,
         norm_eps: float = 1e-5,
         dropout: float = 0.1,
         num_class_embeds: int | None = None,
     ):
         super().__init__()
-        num_levels = len(block_out_channels)
-        if num_levels == 0 or any(not isinstance(c, int) or c < 1 for c in block_out_channels):
+        if not isinstance(block_out_channels, (list, tuple)) or not block_out_channels or not all(
+            _is_int(c) and c >= 1 for c in block_out_channels
+        ):
             raise ValueError(
                 f"`block_out_channels` must be a non-empty tuple of positive ints, but is {block_out_channels}."
             )
-        per_level = (layers_per_block,) * num_levels if isinstance(layers_per_block, int) else layers_per_block
-        if len(per_level) != num_levels or any(not isinstance(n, int) or n < 1 for n in per_level):
+        # The defaults of the per-level options fit the number of levels given; the config stores what is used.
+        num_levels = len(block_out_channels)
+        if layers_per_block is None:
+            layers_per_block = tuple(1 if level < num_levels // 2 else 2 for level in range(num_levels))
+        if attention_levels is None:
+            attention_levels = (False,) + (True,) * (num_levels - 1)
+
+        per_level = (layers_per_block,) * num_levels if _is_int(layers_per_block) else layers_per_block
+        if (
+            not isinstance(per_level, (list, tuple))
+            or len(per_level) != num_levels
+            or not all(_is_int(n) and n >= 1 for n in per_level)
+        ):
             raise ValueError(
                 f"`layers_per_block` must be an int >= 1 or a tuple of one such int per level ({num_levels} levels), "
                 f"but is {layers_per_block}."
             )
-        if len(attention_levels) != num_levels:
+        if (
+            not isinstance(attention_levels, (list, tuple))
+            or len(attention_levels) != num_levels
+            or not all(isinstance(a, bool) for a in attention_levels)
+        ):
             raise ValueError(
                 f"`attention_levels` must have one bool per level ({num_levels} levels), but is {attention_levels}."
             )
@@ -219,7 +242,13 @@ class SimpleUNet(ModelMixin, ConfigMixin):
             )
         attention_channels = {c for c, a in zip(block_out_channels, attention_levels) if a}
         attention_channels = sorted(attention_channels | {block_out_channels[-1]})
-        bad_heads = [c for c in attention_channels if attention_head_dim < 1 or c % attention_head_dim]
+        if attention_head_dim is None:
+            attention_head_dim = math.gcd(64, *attention_channels)
+        self.register_to_config(
+            layers_per_block=layers_per_block, attention_levels=attention_levels, attention_head_dim=attention_head_dim
+        )
+        valid_head_dim = _is_int(attention_head_dim) and attention_head_dim >= 1
+        bad_heads = [c for c in attention_channels if not valid_head_dim or c % attention_head_dim]
         if bad_heads:
             raise ValueError(
                 f"`attention_head_dim` must be a positive int dividing the channels of every level with attention and "
@@ -292,10 +321,32 @@ class SimpleUNet(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """[`ModelMixin.from_pretrained`], then every tensor copied out of the memory-mapped safetensors file into
-        freshly allocated memory. The mapped tensors sit at unaligned addresses, where CPU kernels round differently:
-        without the copy a loaded model is not bit-identical to the model that was saved."""
-        model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        """[`ModelMixin.from_pretrained`] for safetensors weights only: pickle weights (`.bin`), which can run code
+        when loaded, are refused even where they are the only weights. Then every tensor is copied out of the
+        memory-mapped safetensors file into freshly allocated memory. The mapped tensors sit at unaligned addresses,
+        where CPU kernels round differently: without the copy a loaded model is not bit-identical to the model that
+        was saved."""
+        how_to_convert = (
+            "Convert a pickle checkpoint you trust with `safetensors.torch.save_file(torch.load(bin_path, "
+            "weights_only=True), bin_path.replace('.bin', '.safetensors'))`."
+        )
+        if kwargs.get("use_safetensors") is False or kwargs.get("use_flashpack"):
+            raise ValueError(
+                "SimpleUNet loads safetensors weights only: leave `use_safetensors` at None or True and "
+                f"`use_flashpack` at False, not {kwargs.get('use_safetensors')!r} and {kwargs.get('use_flashpack')!r}. "
+                + how_to_convert
+            )
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, **{**kwargs, "use_safetensors": True})
+        except OSError as error:
+            if ".safetensors" not in str(error):
+                raise
+            subfolder = kwargs.get("subfolder")
+            location = f"{pretrained_model_name_or_path}/{subfolder}" if subfolder else pretrained_model_name_or_path
+            raise ValueError(
+                f"SimpleUNet loads safetensors weights only, and {location} has no safetensors weights file; pickle "
+                f"weights (.bin) are refused. {how_to_convert}"
+            ) from error
         with torch.no_grad():
             for tensor in list(model.parameters()) + list(model.buffers()):
                 if tensor.device.type == "cpu":

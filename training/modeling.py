@@ -60,6 +60,13 @@ def build_unet_and_scheduler(args, data) -> tuple[SimpleUNet, SimpleScheduler, s
         if source is not None and not os.path.isfile(source):
             raise ValueError(f"--model_config_name_or_path {source!r}: no such config file.")
         config = dict(SimpleUNet.load_config(source)) if source else {}
+        if len(flags.get("block_out_channels", config.get("block_out_channels", ()))) != len(
+            config.get("block_out_channels", ())
+        ):
+            # The config file's per-level lists are for its own number of levels: the flags or the defaults decide.
+            for key in ("layers_per_block", "attention_levels"):
+                if key not in flags and isinstance(config.get(key), list):
+                    del config[key]
         channels = args.num_channels or data.num_channels
         config.update(
             flags,
