@@ -22,14 +22,23 @@ for datasets; ``{rev}`` is a URL-quoted branch name or commit id):
 Missing things answer 404 with ``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound``, which the
 clients turn into their own exceptions. Every request is recorded in ``HubServer.requests``; a request no
 route answers (or one whose handler crashed) is recorded with ``handled=False``, and the test suite fails
-on it. ``HubServer.fail_next_commits(n)`` makes the next ``n`` commit requests fail (500 by default).
+on it. ``HubServer.fail_next_commits(n)`` makes the next ``n`` commit requests fail (500 by default);
+``HubServer.inject(method, path_regex, statuses)`` makes the next requests matching a route answer each given status
+in turn (with optional headers, e.g. ``Retry-After``), or, for a status of ``None``, hold the connection without
+answering (a stall) until the client gives up; ``clear_faults()`` drops what is left.
+
+``SilentServer`` is a socket that accepts connections and never answers a byte (a Hub behind a broken proxy or
+firewall); it counts the connections, so a test can see the clients' retries. ``FullServer`` never accepts
+connections and keeps its queue full, so that new connections time out.
 """
 
 import base64
 import hashlib
 import json
 import re
+import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -101,6 +110,18 @@ class RecordedRequest:
 
 
 @dataclass
+class Fault:
+    """Answers the next requests of `method` whose path (without the query) matches `pattern` with `statuses[0]`,
+    `statuses[1]`, ... in turn; `None` stands for no answer at all (the connection is held, then closed)."""
+
+    method: str
+    pattern: str
+    statuses: list[int | None]
+    headers: dict[str, str] = field(default_factory=dict)
+    stall_seconds: float = 30.0
+
+
+@dataclass
 class Request:
     method: str
     query: dict[str, str]
@@ -119,6 +140,7 @@ class HubServer:
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> bytes
         self.requests: list[RecordedRequest] = []
         self.commit_failures_left, self.commit_failure_status = 0, 500
+        self.faults: list[Fault] = []
         self.lock = threading.RLock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -166,6 +188,27 @@ class HubServer:
         """Makes the next `n` commit requests answer `status` without committing anything."""
         with self.lock:
             self.commit_failures_left, self.commit_failure_status = n, status
+
+    def inject(self, method: str, pattern: str, statuses, headers=None, stall_seconds: float = 30.0) -> Fault:
+        """Makes the next `len(statuses)` `method` requests whose path fully matches the regex `pattern` answer
+        `statuses` in turn, without reaching the route; a status of `None` answers nothing (the server holds the
+        connection up to `stall_seconds`, or until the client hangs up, then closes it). Recorded with status 0."""
+        fault = Fault(method, pattern, list(statuses), dict(headers or {}), stall_seconds)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults.clear()
+            self.commit_failures_left = 0
+
+    def _take_fault(self, method: str, path: str):
+        with self.lock:
+            for fault in self.faults:
+                if fault.statuses and fault.method == method and re.fullmatch(fault.pattern, path):
+                    return fault, fault.statuses.pop(0)
+        return None, None
 
     def unhandled_requests(self, since: int = 0) -> list[RecordedRequest]:
         return [r for r in self.requests[since:] if not r.handled]
@@ -305,6 +348,12 @@ class HubServer:
     def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes):
         """Returns (status, headers, body, handled) for one request."""
         url = urlsplit(raw_path)
+        fault, status = self._take_fault(method, url.path)
+        if fault is not None:
+            if status is None:
+                return None, {"stall": fault.stall_seconds}, b"", True
+            message = f"Failure injected by the test server: {status}"
+            return status, {"X-Error-Message": message, **fault.headers}, _json_bytes({"error": message}), True
         request = Request(method, {k: v[-1] for k, v in parse_qs(url.query).items()}, headers, body)
         for methods, pattern, endpoint in self.routes:
             match = re.fullmatch(pattern, url.path)
@@ -359,7 +408,15 @@ def _make_handler(server: HubServer):
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, answer_headers, answer, handled = server.handle(self.command, self.path, headers, body)
             with server.lock:
-                server.requests.append(RecordedRequest(self.command, self.path, status, handled))
+                server.requests.append(RecordedRequest(self.command, self.path, status or 0, handled))
+            if status is None:  # an injected stall: no answer; wait for the client to give up, then hang up
+                self.connection.settimeout(answer_headers["stall"])
+                try:
+                    self.connection.recv(1)  # returns b"" when the client closes its end
+                except OSError:
+                    pass
+                self.close_connection = True
+                return
             self.send_response(status)
             for name, value in answer_headers.items():
                 self.send_header(name, value)
@@ -385,3 +442,73 @@ def _make_handler(server: HubServer):
             pass
 
     return Handler
+
+
+class SilentServer:
+    """A socket on 127.0.0.1 that accepts every connection and never sends a byte: the clients' requests can only
+    time out. `connections` counts the accepted connections (a new one for each retried request)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self.accept_times: list[float] = []
+        self._closed = threading.Event()
+
+    @property
+    def connections(self) -> int:
+        return len(self.accepted)
+
+    def start(self) -> "SilentServer":
+        threading.Thread(target=self._accept_forever, name="silent-hub", daemon=True).start()
+        return self
+
+    def _accept_forever(self) -> None:
+        while not self._closed.is_set():
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)  # kept open, never read from nor written to
+            self.accept_times.append(time.monotonic())
+
+    def stop(self) -> None:
+        self._closed.set()
+        self.sock.close()
+        for connection in self.accepted:
+            connection.close()
+
+    def __enter__(self) -> "SilentServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class FullServer:
+    """A listening socket that never accepts and whose queue is kept full by its own connections: on Linux a new
+    connection's SYN is dropped, so connecting times out (a Hub address behind a firewall that drops packets)."""
+
+    def __init__(self, fillers: int = 4):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.fillers = []
+        for _ in range(fillers):  # fill the accept queue; the extra ones stay half-open and keep it busy
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(self.sock.getsockname())
+            self.fillers.append(filler)
+        time.sleep(0.2)
+
+    def stop(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.sock.close()
+
+    def __enter__(self) -> "FullServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
