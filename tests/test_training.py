@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from diffusers_simple import SimpleScheduler, SimpleUNetOutput
 from diffusers_simple_training import train
 from diffusers_simple_training.args import parse_args
-from diffusers_simple_training.checkpointing import list_checkpoints, replace_path, resolve_checkpoint
+from diffusers_simple_training.checkpointing import list_checkpoints, replace_path, resolve_checkpoint, write_manifest
 from diffusers_simple_training.data import EpochSampler, ExampleProcessor, ImageTransform, collate, image_channels
 from diffusers_simple_training.model_card import render_model_card
 from diffusers_simple_training.objective import diffusion_loss, min_snr_weights, training_target
@@ -272,18 +272,33 @@ def test_diffusion_loss_masks_images_and_drops_labels():
 # --- checkpoints -----------------------------------------------------------------------------------------------------
 
 
+def fake_checkpoint(folder, step, line=None, ancestors=(), files=("model.safetensors",)):
+    """A checkpoint folder with a trainer state, RNG states, the given files and a manifest (written last)."""
+    folder.mkdir(parents=True)
+    state = {"global_step": step, "epoch": 0, "batches_in_epoch": step, "seed": 0, "num_processes": 1}
+    state.update(line=line, ancestors=[list(a) for a in ancestors], parent=None)
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    for name in ("random_states_0.pkl", *files):
+        (folder / name).write_bytes(name.encode() * 10)
+    write_manifest(str(folder))
+    return folder
+
+
 def test_latest_ignores_temporary_and_incomplete_checkpoints(tmp_path):
-    for name in ("checkpoint-5", "checkpoint-20", "checkpoint-30.tmp", "checkpoint-40", "checkpoint-7.old.tmp"):
-        (tmp_path / name).mkdir()
-    for name in ("checkpoint-5", "checkpoint-20", "checkpoint-30.tmp"):
-        (tmp_path / name / "trainer_state.json").write_text("{}")
-    # checkpoint-40 has no trainer_state.json: not a (complete) checkpoint
+    for step in (5, 20):
+        fake_checkpoint(tmp_path / f"checkpoint-{step}", step)
+    fake_checkpoint(tmp_path / "checkpoint-30.tmp", 30)
+    (tmp_path / "checkpoint-7.old.tmp").mkdir()
+    (tmp_path / "checkpoint-40").mkdir()  # no manifest: not a (complete) checkpoint
+    (tmp_path / "checkpoint-40" / "trainer_state.json").write_text("{}")
     assert [step for step, _ in list_checkpoints(tmp_path)] == [5, 20]
     assert resolve_checkpoint("latest", str(tmp_path)) == str(tmp_path / "checkpoint-20")
     assert resolve_checkpoint("latest", str(tmp_path / "empty")) is None  # a new run
     assert resolve_checkpoint(None, str(tmp_path)) is None
-    with pytest.raises(ValueError, match="is not a checkpoint folder"):
+    with pytest.raises(ValueError, match="checkpoint-40 is incomplete: it has no manifest.json"):
         resolve_checkpoint(str(tmp_path / "checkpoint-40"), str(tmp_path))
+    with pytest.raises(ValueError, match="is not a checkpoint folder"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-7.old.tmp"), str(tmp_path))
 
 
 def test_replace_path_swaps_folders_and_files(tmp_path):

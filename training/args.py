@@ -8,6 +8,7 @@ the command line override the file.
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -15,6 +16,43 @@ import yaml
 from diffusers.optimization import SchedulerType
 
 from diffusers_simple.scheduling_simple import BETA_SCHEDULES, PREDICTION_TYPES, SAMPLERS
+
+
+# The accepted interval of every float argument. Values must also be finite: NaN fails no comparison silently
+# (`nan < 0` is False), and a NaN clipping norm or guidance scale trains NaN weights or draws black samples.
+FLOAT_RANGES = {
+    "learning_rate": "[0, inf)",
+    "adam_beta1": "[0, 1)",
+    "adam_beta2": "[0, 1)",
+    "adam_weight_decay": "[0, inf)",
+    "adam_epsilon": "[0, inf)",
+    "max_grad_norm": "[0, inf)",
+    "snr_gamma": "(0, inf)",
+    "noise_offset": "[0, inf)",
+    "class_dropout_prob": "[0, 1)",
+    "dropout": "[0, 1)",
+    "ema_inv_gamma": "(0, inf)",
+    "ema_power": "(0, inf)",
+    "ema_max_decay": "[0, 1]",
+    "guidance_scale": "[0, inf)",
+}
+
+
+def in_interval(value: float, interval: str) -> bool:
+    """Whether the finite `value` lies in `interval`, written like "[0, 1)"."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return math.isfinite(value) and above and below
+
+
+def check_floats(args: argparse.Namespace) -> None:
+    """Refuses a non-finite or out-of-range value of any float argument, naming the flag, value and interval."""
+    for name, interval in FLOAT_RANGES.items():
+        value = getattr(args, name)
+        if value is not None and not in_interval(value, interval):
+            finite = "" if math.isfinite(value) else "a finite number "
+            raise ValueError(f"--{name} must be {finite}in {interval}, but is {value}.")
 
 
 def _bool(value: str) -> bool:
@@ -305,6 +343,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tokens = _config_tokens(parser, config_path) if config_path else []
     args = parser.parse_args(tokens + list(argv if argv is not None else sys.argv[1:]))
 
+    check_floats(args)  # first: a NaN would pass the checks below
     if args.dataset_name is not None and args.train_data_dir is not None:
         raise ValueError("Give either --dataset_name or --train_data_dir, not both.")
     if args.streaming and args.max_train_steps is None:
@@ -339,20 +378,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be a positive integer, but is {value}.")
-    for name in ("class_dropout_prob", "dropout"):
-        value = getattr(args, name)
-        if value is not None and not 0 <= value < 1:
-            raise ValueError(f"--{name} must be in [0, 1), but is {value}.")
-    for name in (
-        "learning_rate",
-        "lr_warmup_steps",
-        "max_grad_norm",
-        "noise_offset",
-        "adam_weight_decay",
-        "dataloader_num_workers",
-    ):
+    for name in ("lr_warmup_steps", "dataloader_num_workers"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, but is {getattr(args, name)}.")
-    if args.snr_gamma is not None and args.snr_gamma <= 0:
-        raise ValueError(f"--snr_gamma must be > 0, but is {args.snr_gamma}.")
     return args

@@ -43,34 +43,40 @@ class TrainingData:
     hub_id: str | None  # the Hub dataset id, for the model card metadata
 
 
-def _load(args) -> tuple[datasets.Dataset | datasets.IterableDataset, str, str | None]:
-    """The dataset named by the arguments, a description of it, and its Hub id if it comes from the Hub."""
-    if args.train_data_dir is not None:
-        if not os.path.isdir(args.train_data_dir):
-            raise ValueError(f"--train_data_dir {args.train_data_dir!r} is not a directory.")
+def open_dataset(
+    name: str | None,
+    split: str = "train",
+    config_name: str | None = None,
+    data_dir: str | None = None,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+) -> tuple[datasets.Dataset | datasets.IterableDataset, str, str | None]:
+    """
+    The `split` of a dataset, for training and evaluation alike, with a description of it (for logs and model cards)
+    and its Hub id if it comes from the Hub.
+
+    `data_dir` is a folder of images (the `imagefolder` builder); else `name` is None for the embedded digits, a
+    `save_to_disk` folder, or what `datasets.load_dataset` takes (a Hub id or a local dataset folder).
+    """
+    if data_dir is not None:
+        if not os.path.isdir(data_dir):
+            raise ValueError(f"--train_data_dir {data_dir!r} is not a directory.")
         dataset = datasets.load_dataset(
-            "imagefolder",
-            data_dir=args.train_data_dir,
-            cache_dir=args.cache_dir,
-            split="train",
-            streaming=args.streaming,
+            "imagefolder", data_dir=data_dir, cache_dir=cache_dir, split=split, streaming=streaming
         )
-        return dataset, f"the image folder `{args.train_data_dir}`", None
-    if args.dataset_name is None:
+        return dataset, f"the image folder `{data_dir}`", None
+    if name is None:
         return load_digits_dataset(), DIGITS_DESCRIPTION, None
 
-    name = args.dataset_name
     if os.path.isfile(os.path.join(name, "state.json")) or os.path.isfile(os.path.join(name, "dataset_dict.json")):
         dataset = datasets.load_from_disk(name)  # a `save_to_disk` folder
         if isinstance(dataset, datasets.DatasetDict):
-            if "train" not in dataset:
-                raise ValueError(f"The saved dataset {name!r} has no 'train' split; its splits are {list(dataset)}.")
-            dataset = dataset["train"]
+            if split not in dataset:
+                raise ValueError(f"The saved dataset {name!r} has no {split!r} split; its splits are {list(dataset)}.")
+            dataset = dataset[split]
         return dataset, f"the saved dataset `{name}`", None
     try:
-        dataset = datasets.load_dataset(
-            name, args.dataset_config_name, cache_dir=args.cache_dir, split="train", streaming=args.streaming
-        )
+        dataset = datasets.load_dataset(name, config_name, cache_dir=cache_dir, split=split, streaming=streaming)
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
         raise ValueError(
             f"Could not load the dataset {name!r}: {error}. --dataset_name takes a dataset id on the Hub, a local "
@@ -85,31 +91,31 @@ def _load(args) -> tuple[datasets.Dataset | datasets.IterableDataset, str, str |
     )
 
 
-def _columns(dataset, args) -> tuple[str, str | None, int | None]:
+def _columns(
+    dataset, image_column: str | None, label_column: str | None, num_class_embeds: int | None
+) -> tuple[str, str | None, int | None]:
     features = dataset.features
     if features is None:  # a streamed dataset whose format does not declare its features: read the first example
         features = dataset._resolve_features().features
     described = ", ".join(f"{name!r} ({type(feature).__name__})" for name, feature in features.items())
 
-    if args.image_column is None:
+    if image_column is None:
         image_column = next((name for name, feature in features.items() if isinstance(feature, datasets.Image)), None)
         if image_column is None:
             raise ValueError(
                 f"The dataset has no image column (a `datasets.Image` feature); its columns are {described}."
             )
-    elif args.image_column not in features:
+    elif image_column not in features:
         raise ValueError(
-            f"--image_column {args.image_column!r} is not a column of the dataset; its columns are {described}."
+            f"--image_column {image_column!r} is not a column of the dataset; its columns are {described}."
         )
-    elif not isinstance(features[args.image_column], datasets.Image):
+    elif not isinstance(features[image_column], datasets.Image):
         raise ValueError(
-            f"--image_column {args.image_column!r} is a {type(features[args.image_column]).__name__}, not a "
+            f"--image_column {image_column!r} is a {type(features[image_column]).__name__}, not a "
             f"`datasets.Image` feature; the dataset's columns are {described}."
         )
-    else:
-        image_column = args.image_column
 
-    label_column, num_classes = args.label_column, None
+    num_classes = None
     if label_column is not None:
         if label_column not in features:
             raise ValueError(
@@ -118,15 +124,15 @@ def _columns(dataset, args) -> tuple[str, str | None, int | None]:
         feature = features[label_column]
         if isinstance(feature, datasets.ClassLabel):
             num_classes = feature.num_classes
-            if args.num_class_embeds is not None and args.num_class_embeds != num_classes:
+            if num_class_embeds is not None and num_class_embeds != num_classes:
                 raise ValueError(
-                    f"--num_class_embeds {args.num_class_embeds} contradicts the {num_classes} classes of the "
+                    f"--num_class_embeds {num_class_embeds} contradicts the {num_classes} classes of the "
                     f"`ClassLabel` column {label_column!r}; leave it out."
                 )
         elif (
-            isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")) and args.num_class_embeds
+            isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")) and num_class_embeds
         ):
-            num_classes = args.num_class_embeds
+            num_classes = num_class_embeds
         else:
             raise ValueError(
                 f"--label_column {label_column!r} is a {feature}; class-conditional training needs a `ClassLabel` "
@@ -165,20 +171,33 @@ def _first_image(dataset, image_column: str) -> Image.Image:
     )
 
 
-def load_training_data(args, seed: int) -> TrainingData:
-    """Loads the dataset named by `args` (the embedded digits by default), checks its columns, and returns it with its
+def load_training_data(
+    seed: int,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_data_dir: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    num_class_embeds: int | None = None,
+    streaming: bool = False,
+    max_train_samples: int | None = None,
+    cache_dir: str | None = None,
+) -> TrainingData:
+    """Loads the training dataset (the embedded digits by default), checks its columns, and returns it with its
     images left undecoded (decoding happens in the data loader, where failures can be skipped)."""
-    dataset, description, hub_id = _load(args)
-    if args.streaming and isinstance(dataset, datasets.Dataset):  # the digits or a saved dataset, read as a stream
+    dataset, description, hub_id = open_dataset(
+        dataset_name, "train", dataset_config_name, train_data_dir, streaming, cache_dir
+    )
+    if streaming and isinstance(dataset, datasets.Dataset):  # the digits or a saved dataset, read as a stream
         dataset = dataset.to_iterable_dataset()
-    image_column, label_column, num_classes = _columns(dataset, args)
+    image_column, label_column, num_classes = _columns(dataset, image_column, label_column, num_class_embeds)
     dataset = dataset.select_columns([image_column] + ([label_column] if label_column else []))
     dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
-    if args.max_train_samples is not None:
+    if max_train_samples is not None:
         if isinstance(dataset, datasets.IterableDataset):
-            dataset = dataset.take(args.max_train_samples)
+            dataset = dataset.take(max_train_samples)
         else:
-            dataset = dataset.shuffle(seed=seed).select(range(min(args.max_train_samples, len(dataset))))
+            dataset = dataset.shuffle(seed=seed).select(range(min(max_train_samples, len(dataset))))
     num_channels = image_channels(_first_image(dataset, image_column))
     return TrainingData(dataset, image_column, label_column, num_classes, num_channels, description, hub_id)
 
@@ -334,16 +353,26 @@ class TrainBatches:
     gets its own generator, so a resumed run draws the same noise as the uninterrupted one.
     """
 
-    def __init__(self, data: TrainingData, processor: ExampleProcessor, args, seed: int, rank: int, world_size: int):
-        self.batch_size = args.train_batch_size
+    def __init__(
+        self,
+        data: TrainingData,
+        processor: ExampleProcessor,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        shuffle_buffer_size: int = 1000,
+    ):
+        self.batch_size = batch_size
         loader_kwargs = dict(
-            batch_size=args.train_batch_size,
+            batch_size=batch_size,
             collate_fn=collate,
-            num_workers=args.dataloader_num_workers,
+            num_workers=num_workers,
             generator=torch.Generator().manual_seed(seed),
         )
         if isinstance(data.dataset, datasets.IterableDataset):
-            stream = data.dataset.shuffle(seed=seed, buffer_size=args.shuffle_buffer_size)
+            stream = data.dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
             stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
             self.sampler = None
             self.loader = torch.utils.data.DataLoader(
@@ -354,7 +383,7 @@ class TrainBatches:
             self.sampler = EpochSampler(len(data.dataset), seed, num_replicas=world_size, rank=rank)
             dataset = MapImageDataset(data.dataset, processor, seed)
             self.loader = torch.utils.data.DataLoader(dataset, sampler=self.sampler, **loader_kwargs)
-            self.batches_per_epoch = math.ceil(self.sampler.num_per_replica / args.train_batch_size)
+            self.batches_per_epoch = math.ceil(self.sampler.num_per_replica / batch_size)
 
     def epoch(self, epoch: int, skip: int = 0):
         if self.sampler is not None:

@@ -36,8 +36,7 @@ from tqdm.auto import tqdm
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training import frechet
-from diffusers_simple_training.data import ImageTransform
-from diffusers_simple_training.digits import load_digits_dataset
+from diffusers_simple_training.data import ImageTransform, open_dataset
 from diffusers_simple_training.digits_classifier import class_coverage, classify, digits_images, load_digits_classifier
 from diffusers_simple_training.model_card import EVAL_RESULTS_NAME
 from diffusers_simple_training.nll import variational_bound
@@ -108,6 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("num_samples", "batch_size", "nll_samples"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}.")
+    if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
+        parser.error(f"--guidance_scale must be a finite number in [0, inf), got {args.guidance_scale}.")
     if args.nll_timesteps < 0:
         parser.error(f"--nll_timesteps must be >= 0 (0 = all timesteps), got {args.nll_timesteps}.")
     if args.num_inference_steps is not None and args.num_inference_steps < 1:
@@ -194,17 +195,8 @@ def model_geometry(unet) -> tuple[int, int, int | None]:
 def load_reference(args, resolution: int, num_channels: int, need_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The reference images as uint8 `(N, C, H, W)` at the model's resolution and channels, and their labels when
     `need_labels` (for the NLL of a class-conditional model)."""
-    name = args.reference
-    if name == "digits":
-        dataset = load_digits_dataset()
-    elif os.path.isfile(os.path.join(name, "state.json")) or os.path.isfile(os.path.join(name, "dataset_dict.json")):
-        dataset = datasets.load_from_disk(name)
-        if isinstance(dataset, datasets.DatasetDict):
-            if args.reference_split not in dataset:
-                raise ValueError(f"--reference_split {args.reference_split!r} is not a split of {name!r}; its splits are {list(dataset)}.")
-            dataset = dataset[args.reference_split]
-    else:
-        dataset = datasets.load_dataset(name, split=args.reference_split)
+    name = None if args.reference == "digits" else args.reference
+    dataset = open_dataset(name, split=args.reference_split)[0]
 
     features = dataset.features
     image_column = args.reference_image_column or next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)

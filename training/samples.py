@@ -1,6 +1,7 @@
 # Copyright 2026 The diffusers-simple authors. Licensed under the Apache License, Version 2.0.
 """Validation samples: a grid of images generated with the pipeline being trained."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -51,3 +52,31 @@ def sample_grid(
     ).images
     columns = min(num_classes, num_images) if num_classes else math.ceil(math.sqrt(num_images))
     return make_grid(images, columns)
+
+
+@contextlib.contextmanager
+def inference_weights(model, ema, device):
+    """`model` in eval mode with the EMA weights (if any); afterwards the training weights, mode and random state are
+    back, so sampling and exporting never change the course of training."""
+    if ema is not None:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield model
+    finally:
+        model.train()
+        if ema is not None:
+            ema.restore(model.parameters())
+
+
+def log_grid(trackers, grid: Image.Image, step: int) -> None:
+    """Logs `grid` to the TensorBoard or Weights & Biases trackers of Accelerate."""
+    for tracker in trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("samples", np.asarray(grid.convert("RGB")), step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"samples": wandb.Image(grid)}, step=step)

@@ -1,0 +1,35 @@
+# Copyright 2026 The diffusers-simple authors. Licensed under the Apache License, Version 2.0.
+"""Writing files and folders so that a crash leaves each one either complete or absent, never half-written."""
+
+import os
+import shutil
+
+
+def fsync_tree(path: str) -> None:
+    """Flushes every file under `path`, and the folders themselves, to disk."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            fsync_path(os.path.join(root, name))
+        fsync_path(root)
+
+
+def fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_path(source: str, target: str) -> None:
+    """Moves `source` to `target` (a file or a folder), replacing what is there: with `os.replace` for a file, and for
+    a folder by renaming the old one aside first, so that `target` is at every moment either complete or absent."""
+    if os.path.isdir(target) and not os.path.islink(target):
+        old = target + ".old.tmp"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(target, old)
+        os.rename(source, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(source, target)
+    fsync_path(os.path.dirname(os.path.abspath(target)))
