@@ -8,6 +8,8 @@ Self-contained on purpose: this file imports only the standard library, torch an
 
 import inspect
 import json
+import math
+import numbers
 import os
 import shutil
 import sys
@@ -36,8 +38,7 @@ EXAMPLE_DOC_STRING = """
 """
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-# Steps used when `num_inference_steps` is not given: ancestral DDPM needs the whole chain, the others do not.
-DEFAULT_STEPS_ANCESTRAL = 1000
+# Steps used when `num_inference_steps` is not given, except by ancestral DDPM, which needs the whole chain
 DEFAULT_STEPS_FAST = 20
 
 
@@ -68,11 +69,41 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
-    def check_inputs(self, batch_size, num_inference_steps, class_labels, guidance_scale, output_type, latents, shape):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` has to be a positive integer but is {batch_size!r}.")
-        if num_inference_steps is not None and (not isinstance(num_inference_steps, int) or num_inference_steps < 1):
-            raise ValueError(f"`num_inference_steps` has to be a positive integer but is {num_inference_steps!r}.")
+    def latents_shape(self, batch_size: int) -> tuple:
+        sample_size = self.unet.config.sample_size
+        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+        return (batch_size, self.unet.config.in_channels, height, width)
+
+    def check_inputs(
+        self, batch_size, num_inference_steps, generator, eta, class_labels, guidance_scale, latents, output_type,
+        callback_on_step_end, callback_on_step_end_tensor_inputs,
+    ):
+        for name, value in (("batch_size", batch_size), ("num_inference_steps", num_inference_steps)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"`{name}` has to be a positive int but is {value!r} of type {type(value)}.")
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` has to be a positive int but is {value!r}.")
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if num_inference_steps is not None and num_inference_steps > num_train_timesteps:
+            raise ValueError(
+                f"`num_inference_steps` {num_inference_steps} exceeds the scheduler's `num_train_timesteps` "
+                f"{num_train_timesteps}; accepted are 1 to {num_train_timesteps}."
+            )
+        generators = generator if isinstance(generator, list) else [generator]
+        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+            raise TypeError(
+                f"`generator` has to be a torch.Generator or a list of `batch_size` of them but is {generator!r}; "
+                "for a seed s pass `torch.Generator().manual_seed(s)`."
+            )
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for `batch_size` {batch_size}; give one or {batch_size}.")
+        for name, value in (("eta", eta), ("guidance_scale", guidance_scale)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise TypeError(f"`{name}` has to be a float but is {value!r} of type {type(value)}.")
+        if eta is not None and not 0 <= eta <= 1:  # eta > 1: DDIM's noise exceeds the noise left, NaN images
+            raise ValueError(f"`eta` has to be in [0, 1] but is {eta!r}.")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"`guidance_scale` has to be a finite float but is {guidance_scale!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` has to be one of {OUTPUT_TYPES} but is {output_type!r}.")
         num_classes = self.unet.config.get("num_class_embeds")
@@ -91,19 +122,48 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
                 f"This UNet is class-conditional with {num_classes} classes: pass `class_labels` "
                 f"(an int or a list of {batch_size} ints in [0, {num_classes - 1}])."
             )
-        if latents is not None and tuple(latents.shape) != shape:
-            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape}.")
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+                kind = f"a tensor of dtype {latents.dtype}" if isinstance(latents, torch.Tensor) else type(latents)
+                raise TypeError(
+                    "`latents` has to be a floating-point torch.Tensor (for a numpy array: `torch.from_numpy(latents)`)"
+                    f" but is {kind}."
+                )
+            shape = self.latents_shape(int(batch_size))
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape}.")
+            if not torch.isfinite(latents).all():
+                raise ValueError("`latents` has non-finite values (NaN or inf), which can only give NaN images.")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"`callback_on_step_end` has to be callable but is {callback_on_step_end!r}.")
+        if not isinstance(callback_on_step_end_tensor_inputs, (list, tuple)) or any(
+            name not in self._callback_tensor_inputs for name in callback_on_step_end_tensor_inputs
+        ):
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` is {callback_on_step_end_tensor_inputs!r} but has to be a list "
+                f"of names from {self._callback_tensor_inputs}."
+            )
 
     def prepare_class_labels(self, class_labels, batch_size, device):
-        labels = torch.as_tensor(class_labels, device=device).long().flatten()
-        if labels.numel() == 1:
-            labels = labels.expand(batch_size)
+        try:
+            labels = torch.as_tensor(class_labels)
+        except (TypeError, ValueError, RuntimeError):
+            labels = torch.tensor(0.0)  # refused below
+        if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+            raise TypeError(
+                f"`class_labels` have to be ints (an int, a list of ints, or an integer tensor or array) but are "
+                f"{class_labels!r}; floats are refused, even integral ones like 3.0: pass `int(label)`."
+            )
+        labels = labels.to(device=device, dtype=torch.long)
+        if labels.ndim > 1 or labels.numel() not in (1, batch_size):
+            raise ValueError(
+                f"Got {labels.numel()} `class_labels` for `batch_size` {batch_size} (shape {tuple(labels.shape)}); "
+                f"give 1 or {batch_size}."
+            )
         num_classes = self.unet.config.num_class_embeds
-        if labels.numel() != batch_size:
-            raise ValueError(f"Got {labels.numel()} `class_labels` for `batch_size` {batch_size}; give 1 or {batch_size}.")
         if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"`class_labels` {labels.tolist()} out of range: accepted are 0..{num_classes - 1}.")
-        return labels
+            raise ValueError(f"`class_labels` {labels.flatten().tolist()} out of range: accepted are 0..{num_classes - 1}.")
+        return labels.flatten().expand(batch_size)
 
     def predict_noise(self, latents, t, labels, guidance_scale):
         """The model output at `t`; with classifier-free guidance (Ho & Salimans 2022, eq. 6):
@@ -138,22 +198,27 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
 
         Args:
             batch_size (`int`, *optional*, defaults to 1):
-                The number of images to generate.
+                The number of images to generate (a Python or numpy int).
             generator (`torch.Generator` or `List[torch.Generator]`, *optional*):
                 A [`torch.Generator`](https://pytorch.org/docs/stable/generated/torch.Generator.html) to make
                 generation deterministic; a list of `batch_size` generators makes every image reproducible on its own.
             num_inference_steps (`int`, *optional*):
-                The number of denoising steps. Defaults to 1000 for ancestral DDPM sampling and 20 for the others.
+                The number of denoising steps, at most the scheduler's `num_train_timesteps`. Defaults to
+                `num_train_timesteps` for ancestral DDPM sampling (the whole chain) and to 20 (or
+                `num_train_timesteps` if fewer) for the others.
             eta (`float`, *optional*):
-                The DDIM noise scale (0 is deterministic DDIM, 1 is DDPM-like); only used by schedulers whose `step`
-                takes `eta`. When not given, the scheduler's own default (`SimpleScheduler`: its `eta` config) applies.
+                The DDIM noise scale in [0, 1] (0 is deterministic DDIM, 1 is DDPM-like); only used by schedulers whose
+                `step` takes `eta`. When not given, the scheduler's own default (`SimpleScheduler`: its `eta` config) applies.
             class_labels (`int`, `List[int]` or `torch.Tensor`, *optional*):
-                Classes to generate, one for all images or one per image. Required for a class-conditional UNet,
-                rejected for an unconditional one.
+                Classes to generate, one for all images or one per image: ints, or an integer tensor or array. Floats
+                are refused, integral ones like 3.0 too. Required for a class-conditional UNet, rejected for an
+                unconditional one.
             guidance_scale (`float`, *optional*, defaults to 1.0):
-                Classifier-free guidance scale `w`; 1.0 is plain conditional sampling. Needs a class-conditional UNet.
+                Classifier-free guidance scale `w`, a finite float; 1.0 is plain conditional sampling. Other values
+                need a class-conditional UNet.
             latents (`torch.Tensor`, *optional*):
-                Pre-generated Gaussian noise of shape `(batch_size, channels, height, width)` to start from.
+                Pre-generated Gaussian noise of shape `(batch_size, channels, height, width)` to start from: a finite
+                floating-point tensor, cast to the UNet's device and dtype.
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"` (`PIL.Image.Image`, mode "L" for one channel), `"np"` (float array in [0, 1], NHWC) or `"pt"`
                 (float tensor in [0, 1], NCHW).
@@ -161,7 +226,8 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
                 Whether or not to return an [`~pipelines.ImagePipelineOutput`] instead of a plain tuple.
             callback_on_step_end (`Callable`, *optional*):
                 Called at the end of each step as `callback_on_step_end(self, i, t, callback_kwargs)`; the tensors named
-                in `callback_on_step_end_tensor_inputs` are in `callback_kwargs`, and those it returns replace them.
+                in `callback_on_step_end_tensor_inputs` are in `callback_kwargs`. It must return a dict (usually
+                `callback_kwargs`); the tensors in it replace those of the pipeline.
             callback_on_step_end_tensor_inputs (`List[str]`, *optional*, defaults to `["latents"]`):
                 The tensors passed to `callback_on_step_end`.
 
@@ -171,34 +237,38 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
             [`~pipelines.ImagePipelineOutput`] or `tuple`:
                 An [`~pipelines.ImagePipelineOutput`] with the images, or a tuple whose first element is the images.
         """
-        sample_size = self.unet.config.sample_size
-        height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
-        shape = (batch_size, self.unet.config.in_channels, height, width)
-        self.check_inputs(batch_size, num_inference_steps, class_labels, guidance_scale, output_type, latents, shape)
-        for name in callback_on_step_end_tensor_inputs:
-            if name not in self._callback_tensor_inputs:
-                raise ValueError(f"`callback_on_step_end_tensor_inputs` has {name!r}; accepted: {self._callback_tensor_inputs}.")
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for `batch_size` {batch_size}; give one or {batch_size}.")
+        self.check_inputs(
+            batch_size, num_inference_steps, generator, eta, class_labels, guidance_scale, latents, output_type,
+            callback_on_step_end, callback_on_step_end_tensor_inputs,
+        )
+        batch_size, guidance_scale = int(batch_size), float(guidance_scale)  # numpy numbers too
         if num_inference_steps is None:
-            num_inference_steps = DEFAULT_STEPS_ANCESTRAL if _is_ancestral_ddpm(self.scheduler) else DEFAULT_STEPS_FAST
+            num_train_timesteps = self.scheduler.config.num_train_timesteps
+            ancestral = _is_ancestral_ddpm(self.scheduler)
+            num_inference_steps = num_train_timesteps if ancestral else min(DEFAULT_STEPS_FAST, num_train_timesteps)
 
         device = self._execution_device
         labels = None if class_labels is None else self.prepare_class_labels(class_labels, batch_size, device)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        latents = latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
-
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_timesteps(int(num_inference_steps), device=device)
         takes_eta = "eta" in inspect.signature(self.scheduler.step).parameters
-        extra_step_kwargs = {"eta": eta} if eta is not None and takes_eta else {}
+        extra_step_kwargs = {"eta": float(eta)} if eta is not None and takes_eta else {}
+
+        if latents is None:
+            latents = randn_tensor(self.latents_shape(batch_size), generator=generator, device=device, dtype=self.unet.dtype)
+        latents = latents.to(device=device, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
 
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_output = self.predict_noise(latents, t, labels, guidance_scale)
             latents = self.scheduler.step(model_output, t, latents, generator=generator, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 callback_kwargs = {name: latents for name in callback_on_step_end_tensor_inputs}  # only "latents" exists
-                latents = callback_on_step_end(self, i, t, callback_kwargs).pop("latents", latents)
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                if not isinstance(callback_outputs, dict):
+                    raise TypeError(
+                        f"`callback_on_step_end` {callback_on_step_end!r} has to return a dict, the `callback_kwargs` "
+                        f"it was given with any tensor replaced, but returned {callback_outputs!r} at step {i}."
+                    )
+                latents = callback_outputs.pop("latents", latents)
 
         image = (latents / 2 + 0.5).clamp(0, 1)
         self.maybe_free_model_hooks()
