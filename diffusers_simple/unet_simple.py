@@ -333,7 +333,8 @@ class SimpleUNet(ModelMixin, ConfigMixin):
         if kwargs.get("use_safetensors") is False or kwargs.get("use_flashpack"):
             raise ValueError(
                 "SimpleUNet loads safetensors weights only: leave `use_safetensors` at None or True and "
-                f"`use_flashpack` at False, not {kwargs.get('use_safetensors')!r} and {kwargs.get('use_flashpack')!r}. "
+                f"`use_flashpack` at False, not {kwargs.get('use_safetensors')!r} and {kwargs.get('use_flashpack')!r}."
+                " "
                 + how_to_convert
             )
         try:

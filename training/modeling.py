@@ -43,8 +43,10 @@ def build_unet_and_scheduler(args, data) -> tuple[SimpleUNet, SimpleScheduler, s
     Returns `(unet, scheduler, base_model)`.
 
     - No `--model_config_name_or_path`, or a config JSON: a new SimpleUNet from that config, overridden by the UNet
-      flags that are set, and by the data: `sample_size` = --resolution, `in/out_channels` = --num_channels or the
-      images' channels, `num_class_embeds` = the classes of --label_column.
+      flags that are set (where --block_out_channels changes the levels, the config's per-level lists and
+      attention_head_dim give way to the SimpleUNet defaults for the new levels, unless flags set them), and by the
+      data: `sample_size` = --resolution, `in/out_channels` = --num_channels or the images' channels,
+      `num_class_embeds` = the classes of --label_column.
     - A pipeline folder, Hub id or UNet folder: its pretrained UNet (and the pipeline's scheduler config); the data
       must fit it. `base_model` is then the source, for the model card.
 
@@ -60,13 +62,16 @@ def build_unet_and_scheduler(args, data) -> tuple[SimpleUNet, SimpleScheduler, s
         if source is not None and not os.path.isfile(source):
             raise ValueError(f"--model_config_name_or_path {source!r}: no such config file.")
         config = dict(SimpleUNet.load_config(source)) if source else {}
-        if len(flags.get("block_out_channels", config.get("block_out_channels", ()))) != len(
-            config.get("block_out_channels", ())
-        ):
-            # The config file's per-level lists are for its own number of levels: the flags or the defaults decide.
-            for key in ("layers_per_block", "attention_levels"):
-                if key not in flags and isinstance(config.get(key), list):
-                    del config[key]
+        old_levels, new_levels = config.get("block_out_channels"), flags.get("block_out_channels")
+        if old_levels is not None and new_levels is not None and list(old_levels) != list(new_levels):
+            # The config file's options that fit its own levels give way to the defaults for the new levels.
+            stale = {"attention_head_dim"}
+            if len(old_levels) != len(new_levels):
+                stale.add("attention_levels")
+                if isinstance(config.get("layers_per_block"), list):  # an int fits any number of levels
+                    stale.add("layers_per_block")
+            for key in stale - set(flags):
+                config.pop(key, None)
         channels = args.num_channels or data.num_channels
         config.update(
             flags,
