@@ -121,7 +121,8 @@ def checkpoint_folders(output_dir: str) -> list[tuple[int, str]]:
 
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     """The complete checkpoints (those with a manifest) in `output_dir` as `(step, path)`, oldest first."""
-    return [(step, path) for step, path in checkpoint_folders(output_dir) if os.path.isfile(os.path.join(path, MANIFEST_NAME))]
+    folders = checkpoint_folders(output_dir)
+    return [(step, path) for step, path in folders if os.path.isfile(os.path.join(path, MANIFEST_NAME))]
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
@@ -144,7 +145,8 @@ def latest_checkpoint(output_dir: str) -> str | None:
         return line.resumed_from
     if skipped:
         raise ValueError(
-            f"No complete checkpoint to resume in {output_dir}: {skipped} are incomplete or corrupt (see the warnings). "
+            f"No complete checkpoint to resume in {output_dir}: {skipped} are incomplete or corrupt (see the "
+            "warnings). "
             "Pass one of its complete checkpoints, if any, to --resume_from_checkpoint, or --overwrite_output_dir "
             "without --resume_from_checkpoint to start over."
         )
@@ -175,7 +177,8 @@ def is_newest_of_its_line(path: str, output_dir: str) -> bool:
     state = read_trainer_state(path)
     for _, other in checkpoint_folders(output_dir):
         other_state = _try_state(other)
-        if other_state and other_state.get("line") == state.get("line") and other_state["global_step"] > state["global_step"]:
+        same_line = other_state is not None and other_state.get("line") == state.get("line")
+        if same_line and other_state["global_step"] > state["global_step"]:
             return False
     return True
 

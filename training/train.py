@@ -263,10 +263,13 @@ def set_up(args, accelerator, lock: RunLock):
 
 def resume_state(accelerator, resume_path: str, ema, state: "loop.RunState") -> None:
     saved = load_checkpoint(accelerator, resume_path, ema)
-    state.global_step, state.epoch, state.batches_in_epoch = saved["global_step"], saved["epoch"], saved["batches_in_epoch"]
-    state.parent = resume_path
-    logger.info(f"Resumed from {resume_path} at step {state.global_step} (epoch {state.epoch}, batch {state.batches_in_epoch}).")
-    changed = {name: (saved.get(name), value) for name, value in state.batch_layout.items() if saved.get(name) != value}
+    state.global_step, state.epoch = saved["global_step"], saved["epoch"]
+    state.batches_in_epoch, state.parent = saved["batches_in_epoch"], resume_path
+    logger.info(
+        f"Resumed from {resume_path} at step {state.global_step} (epoch {state.epoch}, batch {state.batches_in_epoch})."
+    )
+    layout = state.batch_layout
+    changed = {name: (saved.get(name), value) for name, value in layout.items() if saved.get(name) != value}
     if changed:
         logger.warning(
             f"Resuming with other {changed} (checkpoint, now): the rest of the epoch is not the data the "
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
             args.hub_token,
             args.hub_private_repo,
         )
-        if args.push_to_hub and accelerator.is_main_process:  # fails now, not after training, if the token cannot write
+        if args.push_to_hub and accelerator.is_main_process:  # fails now, not after training, if it cannot write
             publication.repo_id = create_repo_with_retries(publication.repo_id, args.hub_token, args.hub_private_repo)
         card_facts["sampling"] = describe_sampling(c, args.ddpm_num_inference_steps, args.guidance_scale)
 
