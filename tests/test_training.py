@@ -229,9 +229,11 @@ def test_min_snr_weights_match_diffusers(prediction_type):
 
 
 def test_min_snr_weights_at_zero_terminal_snr():
-    scheduler = SimpleScheduler(rescale_betas_zero_snr=True)
-    weights = min_snr_weights(scheduler, torch.tensor([999]), 5.0)
-    assert weights.tolist() == [1.0]
+    # Zero terminal SNR needs v- or x0-prediction (SimpleScheduler refuses it with epsilon): weights stay finite there,
+    # min(SNR, gamma) / (SNR + 1) = 0 for v at SNR = 0, as in Diffusers' train_text_to_image.py.
+    scheduler = SimpleScheduler(rescale_betas_zero_snr=True, prediction_type="v_prediction")
+    weights = min_snr_weights(scheduler, torch.tensor([999, 0]), 5.0)
+    assert weights[0].item() == 0.0 and torch.isfinite(weights).all()
 
 
 def test_training_targets_match_diffusers():
