@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast benchmarks clean
+.PHONY: setup demo test test-fast test-wheel benchmarks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"
+
+# The wheel as a user installs it: built from the checkout, installed (torch CPU wheel first) into a fresh venv in a
+# temporary folder, then from outside the checkout a 3-step `diffusers-simple-train` on the embedded digits, and the
+# result loaded with `DiffusionPipeline.from_pretrained(out, trust_remote_code=True)` and sampled. Needs no .venv.
+test-wheel:
+	PYTHON=$(PYTHON) bash .ci/wheel_smoke.sh
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/run_all.py
