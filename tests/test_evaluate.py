@@ -15,7 +15,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from scipy.stats import norm
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
-from diffusers_simple_training import digits_classifier, evaluate, frechet, nll
+from diffusers_simple_training import digits_classifier, evaluate, frechet, nll, reference_classifier
 
 GRID = np.arange(256) / 127.5 - 1  # the 8-bit values in [-1, 1]
 
@@ -91,7 +91,7 @@ def classifier_cache(tmp_path_factory):
 def test_digits_classifier_trains_fast_caches_and_covers_real_digits(classifier_cache):
     model, accuracy = digits_classifier.load_digits_classifier(16)  # trains: ~3 s on two idle cores
     assert accuracy > 0.9
-    assert os.listdir(classifier_cache) == [f"digits_classifier_v{digits_classifier.VERSION}_16px.safetensors"]
+    assert os.listdir(classifier_cache) == [f"digits_classifier_v{reference_classifier.VERSION}_16px.safetensors"]
 
     cached, cached_accuracy = digits_classifier.load_digits_classifier(16)
     assert cached_accuracy == accuracy
@@ -346,3 +346,30 @@ def test_evaluate_end_to_end_on_a_saved_class_conditional_pipeline(tmp_path, hub
     assert settings["scheduler"] == "SimpleScheduler (ddim)" and settings["num_reference"] == 24 and settings["nll_samples"] == 10
     assert settings["resolution"] == 16 and settings["reference"] == "someuser/eval-reference"
     assert (tmp_path / "model" / evaluate.GRID_NAME).is_file()
+
+
+@pytest.mark.slow
+def test_classifier_metrics_on_a_saved_labelled_dataset(tmp_path, classifier_cache):
+    """`--metrics classifier` on a `save_to_disk` dataset with train/test splits (the layout of `make fashion-mnist`):
+    the floor (test vs train) is far below the distance of an untrained model's samples."""
+    import datasets
+
+    from diffusers_simple_training.digits import load_digits_dataset
+
+    digits = load_digits_dataset().train_test_split(test_size=300, seed=0)
+    datasets.DatasetDict(train=digits["train"], test=digits["test"]).save_to_disk(str(tmp_path / "data"))
+    torch.manual_seed(0)
+    unet = SimpleUNet(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=8)
+    SimpleDiffusionPipeline(unet=unet, scheduler=SimpleScheduler(num_train_timesteps=50)).save_pretrained(tmp_path / "model")
+
+    results = evaluate.main([
+        "--pretrained_model_name_or_path", str(tmp_path / "model"), "--metrics", "classifier",
+        "--reference", str(tmp_path / "data"), "--reference_split", "test", "--num_inference_steps", "2",
+        "--num_samples", "32", "--batch_size", "32",
+    ]) or json.loads((tmp_path / "model" / "eval_results.json").read_text())
+    settings = results.pop("settings")
+    assert set(results) == {"classifier_fd", "classifier_fd_floor", "precision", "recall", "class_coverage", "class_entropy_bits"}
+    assert settings["classifier_held_out_accuracy"] > 0.8 and settings["num_reference"] == 300
+    assert 0 < results["classifier_fd_floor"] < results["classifier_fd"] / 10
+    assert 0 <= results["precision"] <= 1 and 0 <= results["recall"] <= 1 and 0 < results["class_coverage"] <= 1
+    assert any(name.startswith("data-train_classifier") for name in os.listdir(classifier_cache))

@@ -14,6 +14,11 @@ Metrics (`--metrics`):
 - digits: for the digits demo, offline: a Fréchet distance in the features of a small classifier trained on the
   embedded digits (training/digits_classifier.py), the fraction of the 10 classes among the samples, the entropy of
   their class histogram, and for a class-conditional model the fraction of samples classified as their label.
+- classifier: for any labelled dataset given as --reference (e.g. Fashion-MNIST, `make fashion-mnist`), offline: a
+  small classifier trained on its --classifier_train_split (training/reference_classifier.py) gives the Fréchet
+  distance of the samples to the --reference_split images in its features, with the floor (the same distance from the
+  --reference_split images to the training split), improved precision and recall (Kynkäänniemi et al. 2019), class
+  coverage and entropy, and label accuracy for a class-conditional model.
 - nll: the variational bound on the negative log-likelihood of reference images in bits/dim (training/nll.py).
 
 Samples are quantized to 8 bits, as if saved as PNG, before any metric sees them; the reference images are resized
@@ -37,13 +42,15 @@ from tqdm.auto import tqdm
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training import frechet
 from diffusers_simple_training.data import ImageTransform, open_dataset
-from diffusers_simple_training.digits_classifier import class_coverage, classify, digits_images, load_digits_classifier
+from diffusers_simple_training.digits_classifier import digits_images, load_digits_classifier
 from diffusers_simple_training.model_card import EVAL_RESULTS_NAME
 from diffusers_simple_training.nll import variational_bound
+from diffusers_simple_training.precision_recall import precision_recall
+from diffusers_simple_training.reference_classifier import class_coverage, classify, load_classifier
 from diffusers_simple_training.samples import make_grid
 
 
-METRICS = ("fid", "kid", "fd_dinov2", "digits", "nll")
+METRICS = ("fid", "kid", "fd_dinov2", "digits", "classifier", "nll")
 SCHEDULERS = {
     "simple-ddpm": (SimpleScheduler, {"sampler": "ddpm"}),
     "simple-ddim": (SimpleScheduler, {"sampler": "ddim"}),
@@ -93,6 +100,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     networks.add_argument(
         "--inception_weights", type=str, default=None,
         help=f"The FID Inception weights file ({INCEPTION_WEIGHTS_URL}); default: torch hub's checkpoints folder.",
+    )
+    networks.add_argument(
+        "--classifier_train_split", type=str, default="train",
+        help="The split of --reference the `classifier` metric's network is trained on (the floor is measured against it).",
     )
     networks.add_argument("--dinov2_model", type=str, default="facebook/dinov2-large", help="A DINOv2 checkpoint (Hub id or folder) for fd_dinov2.")
 
@@ -192,11 +203,13 @@ def model_geometry(unet) -> tuple[int, int, int | None]:
     return height, unet.config.in_channels, unet.config.get("num_class_embeds")
 
 
-def load_reference(args, resolution: int, num_channels: int, need_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The reference images as uint8 `(N, C, H, W)` at the model's resolution and channels, and their labels when
-    `need_labels` (for the NLL of a class-conditional model)."""
+def load_reference(
+    args, resolution: int, num_channels: int, need_labels: bool, split: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The reference images (of `split`, default --reference_split) as uint8 `(N, C, H, W)` at the model's resolution
+    and channels, and their labels when `need_labels` (for the NLL of a class-conditional model, or the classifier)."""
     name = None if args.reference == "digits" else args.reference
-    dataset = open_dataset(name, split=args.reference_split)[0]
+    dataset = open_dataset(name, split=split or args.reference_split)[0]
 
     features = dataset.features
     image_column = args.reference_image_column or next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
@@ -301,6 +314,35 @@ def digits_metrics(samples: torch.Tensor, sample_labels: torch.Tensor | None, re
     return results, accuracy
 
 
+def classifier_metrics(
+    samples: torch.Tensor, sample_labels: torch.Tensor | None, reference: torch.Tensor, args, resolution: int, num_channels: int
+) -> tuple[dict, dict]:
+    """Fréchet distance, its floor, precision / recall, class coverage and label accuracy in the features of a small
+    classifier trained on `--classifier_train_split` of `--reference` (cached per dataset, split and resolution)."""
+    train_images, train_labels = load_reference(args, resolution, num_channels, need_labels=True, split=args.classifier_train_split)
+    key = "".join(c if c.isalnum() else "-" for c in f"{os.path.basename(os.path.normpath(args.reference))}-{args.classifier_train_split}")
+    epochs = max(2, min(12, 300_000 // len(train_images)))  # ~300k images seen: 12 epochs of digits, 5 of Fashion-MNIST
+    classifier, accuracy = load_classifier(
+        key, resolution, lambda: (to_model_range(train_images), train_labels), size=max(16, resolution),
+        num_held_out=max(1, len(train_images) // 10), num_epochs=epochs,
+    )
+    num_classes = classifier.head.out_features
+    train_features, _ = classify(classifier, to_model_range(train_images))
+    real_features, _ = classify(classifier, to_model_range(reference))
+    fake_features, predictions = classify(classifier, to_model_range(samples))
+    results = {
+        "classifier_fd": frechet.frechet_distance_from_features(real_features.numpy(), fake_features.numpy()),
+        "classifier_fd_floor": frechet.frechet_distance_from_features(real_features.numpy(), train_features.numpy()),
+    }
+    results["precision"], results["recall"] = precision_recall(real_features, fake_features)
+    results["class_coverage"], results["class_entropy_bits"] = class_coverage(predictions, num_classes)
+    if sample_labels is not None:
+        results["label_accuracy"] = (predictions == sample_labels).double().mean().item()
+    settings = {"classifier": f"SmallClassifier on {args.reference} [{args.classifier_train_split}], {epochs} epochs",
+                "classifier_held_out_accuracy": accuracy, "precision_recall_k": 3}
+    return results, settings
+
+
 def nll_metrics(unet, scheduler, reference: torch.Tensor, labels: torch.Tensor | None, args) -> tuple[dict, int]:
     """The mean variational bound in bits/dim over a seeded random subset of the reference images, with its
     standard error; also returns the subset's size."""
@@ -329,7 +371,7 @@ def evaluate(args) -> dict:
     resolution, num_channels, num_classes = model_geometry(pipeline.unet)
     dinov2 = DinoV2Features(args.dinov2_model, args.device) if "fd_dinov2" in metrics else None
     reference = labels = None
-    if metrics & {"fid", "kid", "fd_dinov2", "nll"}:
+    if metrics & {"fid", "kid", "fd_dinov2", "classifier", "nll"}:
         reference, labels = load_reference(args, resolution, num_channels, need_labels="nll" in metrics and bool(num_classes))
     samples, sample_labels = generate(pipeline, args, num_classes)
 
@@ -363,6 +405,10 @@ def evaluate(args) -> dict:
     if "digits" in metrics:
         digits_results, settings["digits_classifier_held_out_accuracy"] = digits_metrics(samples, sample_labels, resolution)
         results.update(digits_results)
+    if "classifier" in metrics:
+        classifier_results, classifier_settings = classifier_metrics(samples, sample_labels, reference, args, resolution, num_channels)
+        results.update(classifier_results)
+        settings.update(classifier_settings)
     if "nll" in metrics:
         nll_results, settings["nll_samples"] = nll_metrics(pipeline.unet, training_scheduler, reference, labels, args)
         results.update(nll_results)
