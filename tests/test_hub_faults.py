@@ -302,3 +302,26 @@ def test_publish_cli_refuses_an_incomplete_folder_before_any_hub_request(hub_ser
     assert str(exit_info.value.code).startswith("diffusers-simple-publish: error: ")
     assert "safetensors is truncated" in str(exit_info.value.code)
     assert hub_server.requests[first:] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_training_push_to_hub_fails_at_startup_on_a_silent_hub(silent_hub, tmp_path):
+    """`--push_to_hub` creates the repo before training (`create_repo_with_retries`): against a silent Hub the run
+    stops there after the retries, in bounded time, with the timeouts from the environment."""
+    env = {**os.environ, "HF_ENDPOINT": silent_hub.url, "OMP_NUM_THREADS": "1",
+           "DIFFUSERS_SIMPLE_HUB_CONNECT_TIMEOUT": "1", "DIFFUSERS_SIMPLE_HUB_READ_TIMEOUT": "1"}
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "diffusers_simple_training.train", "--output_dir", str(tmp_path / "run"),
+         "--resolution", "8", "--max_train_steps", "2", "--train_batch_size", "8", "--lr_warmup_steps", "0",
+         "--block_out_channels", "16", "32", "--layers_per_block", "1", "--attention_levels", "false", "true",
+         "--attention_head_dim", "16", "--norm_num_groups", "8", "--ddpm_num_steps", "100",
+         "--push_to_hub", "--hub_model_id", "someuser/never"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280,
+    )
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Creating the Hub repo 'someuser/never'" in result.stderr and "failed after 3 attempts over" in result.stderr, result.stderr[-4000:]
+    assert silent_hub.connections == 3
+    print(f"training with --push_to_hub against a silent Hub stopped after {elapsed:.1f} s")
