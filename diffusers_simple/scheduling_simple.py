@@ -29,7 +29,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "unipc")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "linear_rescaled")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
@@ -130,6 +130,42 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     return 1 - alphas
 
 
+def check_calibrated_timesteps(calibrated_timesteps, num_train_timesteps: int):
+    """
+    Raises a `ValueError` unless `calibrated_timesteps` is `None` or maps `str(N)` to N strictly descending
+    timesteps in `[0, num_train_timesteps - 1]`.
+
+    Args:
+        calibrated_timesteps (`dict[str, list[float]]` or `None`): the grids to check.
+        num_train_timesteps (`int`): the scheduler's `T`.
+    """
+    if calibrated_timesteps is None:
+        return
+    if not isinstance(calibrated_timesteps, dict):
+        raise ValueError(
+            f"calibrated_timesteps={calibrated_timesteps!r} must be a dict mapping a number of model calls (as a "
+            "string, e.g. '5') to that many timesteps."
+        )
+    T = num_train_timesteps
+    for key, grid in calibrated_timesteps.items():
+        values = np.asarray(grid, dtype=np.float64) if isinstance(grid, (list, tuple)) else None
+        if (
+            not str(key).isdigit()
+            or values is None
+            or values.ndim != 1
+            or len(values) != int(key)
+            or not np.all(np.isfinite(values))
+            or not np.all(np.diff(values) < 0)
+            or values.min() < 0
+            or values.max() > T - 1
+        ):
+            raise ValueError(
+                f"calibrated_timesteps[{key!r}] = {grid!r} does not fit this scheduler: each entry must map N (a "
+                f"positive integer, as a string) to N strictly decreasing timesteps in [0, {T - 1}] "
+                f"(num_train_timesteps={T})."
+            )
+
+
 class SimpleScheduler(SchedulerMixin, ConfigMixin):
     """
     `SimpleScheduler` holds the DDPM forward process (`add_noise`) and three samplers that reverse it: ancestral DDPM
@@ -216,10 +252,10 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         beta_end: float = 0.02,
         beta_schedule: str = "linear",
         trained_betas: np.ndarray | list[float] | None = None,
-        sampler: str = "dpmsolver++",
+        sampler: str = "unipc",
         variance_type: str | None = "fixed_small",
         eta: float = 0.0,
-        solver_order: int = 2,
+        solver_order: int = 3,
         lower_order_final: bool = True,
         prediction_type: str = "epsilon",
         clip_sample: bool = False,
@@ -232,6 +268,10 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         steps_offset: int = 0,
         rescale_betas_zero_snr: bool = False,
         set_alpha_to_one: bool = True,
+        use_corrector: bool = True,
+        last_lambda: float = 3.0,
+        lambda_spacing_power: float = 0.7,
+        calibrated_timesteps: dict[str, list[float]] | None = None,
     ):
         _check_choice("sampler", sampler, SAMPLERS)
         _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
@@ -241,12 +281,15 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         _check_choice("solver_order", solver_order, (1, 2, 3))
         _check_eta(eta)
         for name, value in [("beta_start", beta_start), ("beta_end", beta_end), ("clip_sample_range", clip_sample_range),
+                            ("last_lambda", last_lambda), ("lambda_spacing_power", lambda_spacing_power),
                             ("dynamic_thresholding_ratio", dynamic_thresholding_ratio),
                             ("sample_max_value", sample_max_value)]:
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ValueError(f"{name}={value!r} is not a finite number; pass a finite float.")
         if not (isinstance(num_train_timesteps, int) and num_train_timesteps >= 1):
             raise ValueError(f"num_train_timesteps={num_train_timesteps!r} must be a positive integer.")
+        if lambda_spacing_power <= 0:
+            raise ValueError(f"lambda_spacing_power={lambda_spacing_power!r} must be > 0 (1 = log-SNR-uniform).")
         if rescale_betas_zero_snr and prediction_type == "epsilon":
             # At zero terminal SNR, x_0 = (x_T - sqrt(1 - abar_T) eps) / sqrt(abar_T) divides by 0 at t = T - 1.
             # Diffusers' DDPM and DDIM schedulers return NaN there; its DPM-Solver, UniPC and Euler schedulers clamp
@@ -291,18 +334,16 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
 
         self.init_noise_sigma = 1.0  # x_T ~ N(0, I)
+        check_calibrated_timesteps(calibrated_timesteps, num_train_timesteps)
 
         # set by `set_timesteps`
         self.num_inference_steps = None
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
-        # DPM-Solver++ multistep state: x_0 predictions of the latest steps (oldest first) and the index of the
-        # timestep that continues them
-        self.model_outputs = []
-        self._step_index = None
+        self._reset_history()
 
     # Keys whose default here differs from Diffusers' schedulers' defaults, and trained_betas: `from_config` always
     # passes them on, so that a Diffusers scheduler made from this config agrees.
-    _carried_keys = ("clip_sample", "timestep_spacing", "use_lu_lambdas", "trained_betas")
+    _carried_keys = ("clip_sample", "timestep_spacing", "use_lu_lambdas", "trained_betas", "solver_order")
 
     def register_to_config(self, **kwargs):
         super().register_to_config(**kwargs)
@@ -344,20 +385,26 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self,
         num_inference_steps: int | None = None,
         device: str | torch.device | None = None,
-        timesteps: list[int] | None = None,
+        timesteps: list[int] | list[float] | None = None,
     ):
         """
-        Sets the discrete timesteps used for the diffusion chain (to be run before inference) and resets the
-        multistep state.
+        Sets the timesteps of the diffusion chain (to be run before inference) and resets the multistep state.
+        `num_inference_steps` is exactly the number of model calls `step` then expects.
 
         Args:
             num_inference_steps (`int`, *optional*):
-                The number of denoising steps, from 1 to `num_train_timesteps`, spaced by `timestep_spacing`.
-                Exactly one of `num_inference_steps` and `timesteps` must be given.
+                The number of denoising steps (= model calls), from 1 to `num_train_timesteps`. The timesteps are
+                `calibrated_timesteps[str(num_inference_steps)]` when the config holds such a grid (ODE samplers),
+                otherwise: for `"unipc"` the warped log-SNR grid of `last_lambda` and `lambda_spacing_power`
+                (fractional timesteps); for `"dpmsolver++"` exactly those of `DPMSolverMultistepScheduler` for
+                `timestep_spacing` / `use_lu_lambdas`; for `"ddpm"` and `"ddim"` those of `DDPMScheduler` /
+                `DDIMScheduler` for `timestep_spacing`. Exactly one of `num_inference_steps` and `timesteps` must be
+                given.
             device (`str` or `torch.device`, *optional*):
                 The device to move `self.timesteps` to. If `None`, the timesteps stay on the CPU.
-            timesteps (`list[int]`, *optional*):
-                Custom timesteps: strictly descending integers in `[0, num_train_timesteps - 1]`.
+            timesteps (`list[int]` or `list[float]`, *optional*):
+                Custom timesteps: strictly descending numbers in `[0, num_train_timesteps - 1]`, integers for
+                `"ddpm"` and `"ddim"`.
         """
         T = self.config.num_train_timesteps
         if (num_inference_steps is None) == (timesteps is None):
@@ -365,111 +412,222 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
                 f"Pass exactly one of `num_inference_steps` (got {num_inference_steps!r}) or `timesteps` "
                 f"(got {timesteps!r})."
             )
+        sigmas = None  # VE noise levels sigma = sqrt((1 - abar) / abar) of the grid, when they are not abar[t]
         if timesteps is None:
-            if not 1 <= num_inference_steps <= T:
+            if not (isinstance(num_inference_steps, (int, np.integer)) and 1 <= num_inference_steps <= T):
                 raise ValueError(
                     f"num_inference_steps={num_inference_steps!r} is out of range; accepted values are 1 to "
                     f"num_train_timesteps={T}."
                 )
-            timesteps = self._spaced_timesteps(num_inference_steps)
-            source = (
-                "use_lu_lambdas=True" if self._uses_lu_lambdas()
-                else f"timestep_spacing={self.config.timestep_spacing!r}, steps_offset={self.config.steps_offset}"
-            )
+            n = int(num_inference_steps)
+            calibrated = (self.config.calibrated_timesteps or {}).get(str(n))
+            if calibrated is not None and self._is_ode_sampler():
+                timesteps, source = np.array(calibrated, dtype=np.float64), f"calibrated_timesteps[{str(n)!r}]"
+            elif self.config.sampler == "unipc":
+                timesteps, source = self._warped_log_snr_timesteps(n), "last_lambda / lambda_spacing_power"
+            elif self.config.sampler == "dpmsolver++":
+                timesteps, sigmas = self._dpm_solver_timesteps(n)
+                source = (
+                    "use_lu_lambdas=True" if self.config.use_lu_lambdas
+                    else f"timestep_spacing={self.config.timestep_spacing!r}, steps_offset={self.config.steps_offset}"
+                )
+            else:
+                timesteps = self._spaced_timesteps(n)
+                source = f"timestep_spacing={self.config.timestep_spacing!r}, steps_offset={self.config.steps_offset}"
         else:
             source = "custom timesteps"
-
         timesteps = np.array(timesteps.cpu().numpy() if isinstance(timesteps, torch.Tensor) else timesteps)
+        fractional_ok = self._is_ode_sampler() and source != "use_lu_lambdas=True"
+        # DPMSolverMultistepScheduler's own grids may repeat a timestep at large n (it steps by a counter, as here)
+        strict = sigmas is None and not (self.config.sampler == "dpmsolver++" and source.startswith("timestep_spacing"))
+        self._check_grid(timesteps, source, integers=not fractional_ok, strict=strict)
+
+        integral = bool(np.all(np.round(timesteps) == timesteps)) and sigmas is None
+        if integral or not fractional_ok:  # integer timesteps (also DPMSolverMultistep's rounded log-SNR ones)
+            self.timesteps = torch.from_numpy(timesteps.astype(np.int64)).to(device)
+        else:  # fractional timesteps: the model is called at noise levels between train timesteps
+            self.timesteps = torch.from_numpy(timesteps.astype(np.float32)).to(device)
+        # (alpha, sigma) at each grid point and after the last step, float64: x_t = alpha x_0 + sigma eps
+        if sigmas is None:
+            abar = np.append(self._abar_at(timesteps), float(self.final_alpha_cumprod))
+            self._alphas, self._sigmas = np.sqrt(abar), np.sqrt(1 - abar)
+        else:  # DPMSolverMultistepScheduler's float32 sigmas: alpha = 1 / sqrt(1 + sigma^2), sigma_t = sigma alpha
+            sigmas = sigmas.astype(np.float64)
+            self._alphas = 1 / np.sqrt(1 + sigmas**2)
+            self._sigmas = sigmas * self._alphas
+        with np.errstate(divide="ignore"):
+            self._lambdas = np.log(self._alphas) - np.log(self._sigmas)  # +inf at the clean sample
+        self.num_inference_steps = len(timesteps)
+        self._reset_history()
+
+    def _check_grid(self, timesteps: np.ndarray, source: str, integers: bool, strict: bool = True):
+        T = self.config.num_train_timesteps
         if (
             timesteps.ndim != 1
             or timesteps.size == 0
-            or not np.all(np.round(timesteps) == timesteps)
-            or not np.all(np.diff(timesteps) < 0)
+            or not np.all(np.isfinite(timesteps))
+            or (integers and not np.all(np.round(timesteps) == timesteps))
+            or not np.all(np.diff(timesteps) < 0 if strict else np.diff(timesteps) <= 0)
             or timesteps.min() < 0
             or timesteps.max() > T - 1
         ):
+            kind = "integers" if integers else "numbers"
             raise ValueError(
-                f"Invalid timesteps {timesteps.tolist()} ({source}): they must be strictly descending integers in "
+                f"Invalid timesteps {timesteps.tolist()} ({source}): they must be strictly descending {kind} in "
                 f"[0, {T - 1}] (num_train_timesteps={T})."
             )
 
-        self.timesteps = torch.from_numpy(timesteps.astype(np.int64)).to(device)
-        self.num_inference_steps = len(timesteps)
+    def _is_ode_sampler(self) -> bool:
+        return self.config.sampler in ("unipc", "dpmsolver++")
+
+    def _reset_history(self):
+        # multistep state: x_0 predictions of the latest steps (oldest first), the index of the step that continues
+        # them, and for UniC the sample before the last step and that step's order
         self.model_outputs = []
         self._step_index = None
+        self._last_sample, self._last_order = None, None
 
-    def _uses_lu_lambdas(self) -> bool:
-        return self.config.sampler == "dpmsolver++" and self.config.use_lu_lambdas
+    def _log_sigmas(self) -> np.ndarray:
+        # log of the VE noise level sigma_t = sqrt((1 - abar_t) / abar_t), increasing in t (inf at zero SNR)
+        abar = self.alphas_cumprod.double().numpy()
+        with np.errstate(divide="ignore"):
+            return 0.5 * (np.log1p(-abar) - np.log(abar))
 
-    def _spaced_timesteps(self, num_inference_steps: int) -> np.ndarray:
-        # "linspace", "leading", "trailing": Lin et al. 2024, Table 2, with DDPMScheduler's definitions
-        T, n = self.config.num_train_timesteps, num_inference_steps
-        if self._uses_lu_lambdas():
-            return self._lu_lambda_timesteps(n)
+    def _abar_at(self, timesteps: np.ndarray) -> np.ndarray:
+        """abar at (possibly fractional) train timesteps: log sigma interpolated linearly between train timesteps, the
+        inverse of Diffusers' `_sigma_to_t`; exactly `alphas_cumprod[t]` at integers."""
+        timesteps = np.asarray(timesteps, dtype=np.float64)
+        table = self.alphas_cumprod.double().numpy()
+        low = np.clip(np.floor(timesteps).astype(np.int64), 0, len(table) - 1)
+        high = np.clip(low + 1, 0, len(table) - 1)
+        w = timesteps - low
+        log_sigmas = self._log_sigmas()
+        with np.errstate(invalid="ignore"):
+            log_sigma = (1 - w) * log_sigmas[low] + w * log_sigmas[high]
+        abar = 1 / (1 + np.exp(2 * log_sigma))
+        return np.where(w == 0, table[low], abar)
+
+    def _timesteps_of_lambdas(self, lambdas: np.ndarray) -> np.ndarray:
+        # the inverse of `_abar_at`: fractional train timesteps with half log-SNR lambda = -log sigma
+        log_sigmas = self._log_sigmas()
+        T = len(log_sigmas)
+        finite = np.isfinite(log_sigmas)
+        return np.interp(-lambdas, log_sigmas[finite], np.arange(T)[finite])
+
+    def _warped_log_snr_timesteps(self, n: int) -> np.ndarray:
+        # The "unipc" default grid: the first model call at t = T - 1, the others at half log-SNRs
+        # lambda_i = lambda_start + (lambda_end - lambda_start) (i / (n - 1))^p, p = lambda_spacing_power and lambda_end
+        # = last_lambda (capped at lambda_0, and never t = 0 unless n = T). p = 1 is log-SNR-uniform (Lu et al. 2022);
+        # p < 1 spends more calls at high noise, where few-step solvers lose the most (chosen by measurement:
+        # benchmarks/results/sampler_accuracy.md).
+        T = self.config.num_train_timesteps
+        log_sigmas = self._log_sigmas()
+        lambda_start = -min(log_sigmas[-1], 0.5 * math.log(2.0**24))  # zero terminal SNR: abar floored at 2**-24
+        lambda_end = min(self.config.last_lambda, -log_sigmas[min(1, T - 1)])
+        ramp = np.linspace(0, 1, n) ** self.config.lambda_spacing_power
+        t = self._timesteps_of_lambdas(lambda_start + (lambda_end - lambda_start) * ramp)
+        t[0] = T - 1
+        if n > 1 and not np.all(np.diff(t) < 0):  # more calls than distinct log-SNRs in range: uniform in t instead
+            t = np.linspace(T - 1, 0, n) if n == T else np.linspace(T - 1, min(t[-1], 1.0), n)
+        return t
+
+    def _spaced_timesteps(self, n: int) -> np.ndarray:
+        # "ddpm" and "ddim": "linspace", "leading", "trailing" (Lin et al. 2024, Table 2, DDPMScheduler's definitions)
+        T = self.config.num_train_timesteps
         if self.config.timestep_spacing == "linspace":
             return np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
         if self.config.timestep_spacing == "leading":
             return (np.arange(n) * (T // n))[::-1] + self.config.steps_offset
         return np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1  # "trailing"
 
-    def _lu_lambda_timesteps(self, n: int) -> np.ndarray:
-        # Uniform steps in lambda_t = log(alpha_t / sigma_t) from lambda_{T-1} to lambda_0 (Lu et al. 2022), each
-        # mapped to the (fractional) train timestep with that lambda by linear interpolation, then rounded.
+    def _dpm_solver_timesteps(self, n: int):
+        # DPMSolverMultistepScheduler.set_timesteps (lambda_min_clipped = -inf): n timesteps from a grid of n + 1 for
+        # "linspace" / "leading" (the t = 0 point is dropped, never evaluated), the float32 sigmas it steps with.
         T = self.config.num_train_timesteps
-        # A zero terminal SNR (rescale_betas_zero_snr) has lambda_{T-1} = -inf: floor abar at 2**-24 as Diffusers does
-        abar = self.alphas_cumprod.double().numpy().clip(min=2.0**-24)
-        lambdas = 0.5 * np.log(abar / (1 - abar))  # decreasing in t
-        targets = np.linspace(lambdas[-1], lambdas[0], n)
-        t = np.interp(targets, lambdas[::-1], np.arange(T - 1, -1, -1))
-        return np.unique(t.round().astype(np.int64))[::-1]
+        abar = self.alphas_cumprod.clamp(min=2.0**-24)  # DPMSolverMultistep's zero terminal SNR
+        sigmas = np.array(((1 - abar) / abar) ** 0.5)  # float32, as Diffusers
+        if self.config.use_lu_lambdas:
+            # Lu et al. 2022: n steps uniform in log sigma = -lambda from sigma_{T-1} to sigma_0, model called at the
+            # rounded timesteps (duplicates kept: n calls), solver stepping with the unrounded sigmas
+            log_sigmas = np.log(sigmas)
+            sigmas = np.exp(np.linspace(log_sigmas[-1], log_sigmas[0], n))
+            timesteps = np.interp(np.log(sigmas), log_sigmas, np.arange(T))
+            if self.config.beta_schedule != "squaredcos_cap_v2":
+                timesteps = timesteps.round()
+            timesteps = timesteps.astype(np.int64)
+            if self.alphas_cumprod[-1] == 0:  # zero terminal SNR: start from the exact point alpha = 0
+                sigmas[0] = np.inf
+            return timesteps, self._append_final_sigma(sigmas)
+        if self.config.timestep_spacing == "linspace":
+            timesteps = np.linspace(0, T - 1, n + 1).round()[::-1][:-1].astype(np.int64)
+        elif self.config.timestep_spacing == "leading":
+            timesteps = (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1].astype(np.int64)
+            timesteps = timesteps + self.config.steps_offset
+        else:
+            timesteps = np.arange(T, 0, -T / n).round().astype(np.int64) - 1
+        return timesteps, None
 
-    def index_for_timestep(self, timestep: int | torch.Tensor) -> int:
+    def _append_final_sigma(self, sigmas: np.ndarray) -> np.ndarray:
+        sigma_last = 0.0 if self.config.set_alpha_to_one else float(((1 - self.alphas_cumprod[0]) / self.alphas_cumprod[0]) ** 0.5)
+        return np.append(sigmas, sigma_last).astype(np.float32)
+
+    def index_for_timestep(self, timestep: int | float | torch.Tensor) -> int:
         """
-        The position of `timestep` in `self.timesteps`.
+        The position of `timestep` in `self.timesteps` (the second one of repeated timesteps, as in Diffusers, so that
+        a sampling loop that starts there does not skip a step).
 
         Args:
-            timestep (`int` or `torch.Tensor`): a timestep of the current schedule.
+            timestep (`int`, `float` or `torch.Tensor`): a timestep of the current schedule.
 
         Returns:
             `int`: its index.
         """
-        matches = (self.timesteps == int(timestep)).nonzero()
+        matches = (self.timesteps.cpu() == torch.as_tensor(timestep).cpu().to(self.timesteps.dtype)).nonzero()
         if len(matches) == 0:
             raise ValueError(
-                f"timestep={int(timestep)} is not in the current schedule {self.timesteps.tolist()}; step with the "
-                "timesteps set by `set_timesteps`."
+                f"timestep={timestep.item() if isinstance(timestep, torch.Tensor) else timestep} is not in the current "
+                f"schedule {self.timesteps.tolist()}; step with the timesteps set by `set_timesteps`."
             )
-        return int(matches[0])
+        return int(matches[1] if len(matches) > 1 else matches[0])
 
-    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
+    def _current_index(self, timestep) -> int:
+        # The step continues the multistep history when it is at the expected timestep; any other timestep (a new
+        # sampling loop, or an img2img start mid-schedule) starts a new history there.
+        i = self._step_index
+        if i is not None and i < len(self.timesteps) and bool(self.timesteps[i].cpu() == torch.as_tensor(timestep).cpu()):
+            return i
+        self._reset_history()
+        return self.index_for_timestep(timestep)
+
+    def previous_timestep(self, timestep: int | float | torch.Tensor) -> int | float:
         """
         The timestep that `step` goes to from `timestep`: the next entry of `self.timesteps`, or -1 after the last.
 
         Args:
-            timestep (`int` or `torch.Tensor`): a timestep of the current schedule.
+            timestep (`int`, `float` or `torch.Tensor`): a timestep of the current schedule.
 
         Returns:
-            `int`: the previous timestep, -1 meaning "after the last step" (`abar = final_alpha_cumprod`).
+            `int` or `float`: the previous timestep, -1 meaning "after the last step" (`abar = final_alpha_cumprod`).
         """
         return self._timestep_after(self.index_for_timestep(timestep))
 
-    def _timestep_after(self, index: int) -> int:
-        return int(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1
+    def _timestep_after(self, index: int):
+        return self.timesteps[index + 1].item() if index + 1 < len(self.timesteps) else -1
 
     def _abar(self, t: int) -> torch.Tensor:
         return self.alphas_cumprod[t] if t >= 0 else self.final_alpha_cumprod
 
-    def _predict_x0_and_eps(self, model_output, sample, abar_t):
-        # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps and v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0
+    def _predict_x0_and_eps(self, model_output, sample, alpha, sigma):
+        # x_t = alpha_t x_0 + sigma_t eps (alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)), v = alpha_t eps - sigma_t x_0
         if self.config.prediction_type == "epsilon":  # Ho et al. eq. 15
             eps = model_output
-            x0 = (sample - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+            x0 = (sample - sigma * eps) / alpha
         elif self.config.prediction_type == "v_prediction":
-            x0 = abar_t.sqrt() * sample - (1 - abar_t).sqrt() * model_output
-            eps = abar_t.sqrt() * model_output + (1 - abar_t).sqrt() * sample
+            x0 = alpha * sample - sigma * model_output
+            eps = alpha * model_output + sigma * sample
         else:  # "sample"
             x0 = model_output
-            eps = (sample - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+            eps = (sample - alpha * x0) / sigma
         return x0, eps
 
     def _clip_or_threshold(self, x0: torch.Tensor) -> torch.Tensor:
@@ -486,20 +644,21 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
     def step(
         self,
         model_output: torch.Tensor,
-        timestep: int | torch.Tensor,
+        timestep: int | float | torch.Tensor,
         sample: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
         eta: float | None = None,
     ) -> SimpleSchedulerOutput | tuple:
         """
-        One step of the reverse process, from `timestep` to the next timestep of the schedule, with the configured
-        `sampler`. Computed in float32; the outputs have the dtype of `sample`.
+        One step of the reverse process, from `timestep` to the next timestep of the schedule (or, after the last
+        model call, to the clean sample), with the configured `sampler`. Computed in float32; the outputs have the
+        dtype of `sample`.
 
         Args:
             model_output (`torch.Tensor`):
                 The direct output of the diffusion model at `timestep` (see `prediction_type`).
-            timestep (`int` or `torch.Tensor`):
+            timestep (`int`, `float` or `torch.Tensor`):
                 The current timestep; must be one of `self.timesteps`.
             sample (`torch.Tensor`):
                 The current sample `x_t`.
@@ -517,21 +676,29 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         """
         if self.num_inference_steps is None:
             raise ValueError("`step` was called before `set_timesteps`; call `set_timesteps(num_inference_steps)`.")
-        index = self.index_for_timestep(timestep)
-        t, prev_t = int(self.timesteps[index]), self._timestep_after(index)
-
+        index = self._current_index(timestep)
+        self._step_index = index + 1
         x_t = sample.float()
-        x0, eps = self._predict_x0_and_eps(model_output.float(), x_t, self._abar(t))
-        x0 = self._clip_or_threshold(x0)
 
-        if self.config.sampler == "ddpm":
-            prev_sample = self._ddpm_step(x0, x_t, t, prev_t, generator)
-        elif self.config.sampler == "ddim":
-            eta = self.config.eta if eta is None else eta
-            _check_eta(eta)
-            prev_sample = self._ddim_step(x0, eps, t, prev_t, eta, generator)
+        if self.config.sampler in ("ddpm", "ddim"):  # integer timesteps, abar looked up as DDPM / DDIM do
+            t, prev_t = int(self.timesteps[index]), int(self._timestep_after(index))
+            abar_t = self._abar(t)
+            x0, eps = self._predict_x0_and_eps(model_output.float(), x_t, abar_t.sqrt(), (1 - abar_t).sqrt())
+            x0 = self._clip_or_threshold(x0)
+            if self.config.sampler == "ddpm":
+                prev_sample = self._ddpm_step(x0, x_t, t, prev_t, generator)
+            else:
+                eta = self.config.eta if eta is None else eta
+                _check_eta(eta)
+                prev_sample = self._ddim_step(x0, eps, t, prev_t, eta, generator)
         else:
-            prev_sample = self._dpm_solver_step(x0, x_t, index, t, prev_t)
+            alpha, sigma = float(self._alphas[index]), float(self._sigmas[index])
+            x0, _ = self._predict_x0_and_eps(model_output.float(), x_t, alpha, sigma)
+            x0 = self._clip_or_threshold(x0)
+            if self.config.sampler == "dpmsolver++":
+                prev_sample = self._dpm_solver_step(x0, x_t, index)
+            else:
+                prev_sample = self._unipc_step(x0, x_t, index)
 
         prev_sample, x0 = prev_sample.to(sample.dtype), x0.to(sample.dtype)
         if not return_dict:
@@ -568,19 +735,10 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             prev_sample = prev_sample + sigma * noise
         return prev_sample
 
-    def _alpha_sigma_lambda(self, t: int):
-        abar = self._abar(t)
-        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
-        return alpha, sigma, alpha.log() - sigma.log()  # lambda = +inf when sigma = 0 (the clean sample)
-
-    def _dpm_solver_step(self, x0, x_t, index, t, prev_t):
+    def _dpm_solver_step(self, x0, x_t, index):
         # Multistep DPM-Solver++ (Lu et al. 2022) integrates the diffusion ODE in lambda with the data prediction
-        # x_0. It reuses the x_0 of the previous steps; a step that does not continue them starts a new history.
-        if index != self._step_index:
-            self.model_outputs = []
+        # x_0, reusing the x_0 of the previous steps; the order rules are DPMSolverMultistepScheduler's.
         self.model_outputs = [*self.model_outputs, x0][-self.config.solver_order :]
-        self._step_index = index + 1
-
         n = len(self.timesteps)
         order = len(self.model_outputs)
         short = self.config.lower_order_final and n < 15
@@ -588,42 +746,101 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             order = 1
         elif index == n - 2 and short:
             order = min(order, 2)
+        # a repeated timestep (DPMSolverMultistep's grids at large n) leaves no divided difference: lower the order
+        while order > 1 and any(self._lambdas[index - k] == self._lambdas[index - k + 1] for k in range(1, order)):
+            order -= 1
 
-        # Lu et al.'s notation: the step goes from s0 = t to "t" = prev_t; s1, s2 are the timesteps before s0
-        alpha_t, sigma_t, lambda_t = self._alpha_sigma_lambda(prev_t)
-        _, sigma_s0, lambda_s0 = self._alpha_sigma_lambda(t)
+        # Lu et al.'s notation: the step goes from s0 (grid point `index`) to t (the next one); s1, s2 before s0
+        alpha_t, sigma_t, lambda_t = self._alphas[index + 1], self._sigmas[index + 1], self._lambdas[index + 1]
+        sigma_s0, lambda_s0 = self._sigmas[index], self._lambdas[index]
         h = lambda_t - lambda_s0
         m0 = self.model_outputs[-1]
 
         if order == 1 or h == 0:  # h = 0: a step from timestep 0 to abar_0 (set_alpha_to_one=False) stays put
-            # Alg. 2, first step (DPM-Solver++(1), equal to DDIM):
-            # x_t = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) x0_s
-            return (sigma_t / sigma_s0) * x_t - alpha_t * (torch.exp(-h) - 1) * m0
+            # Alg. 2, first step (DPM-Solver++(1), equal to DDIM): x_t = sigma_t / sigma_s x_s - alpha_t (e^{-h} - 1) x0_s
+            return (sigma_t / sigma_s0) * x_t - alpha_t * math.expm1(-h) * m0
 
         m1 = self.model_outputs[-2]
-        lambda_s1 = self._alpha_sigma_lambda(int(self.timesteps[index - 1]))[2]
-        r0 = (lambda_s0 - lambda_s1) / h
+        r0 = (lambda_s0 - self._lambdas[index - 1]) / h
         if order == 2:
             # Alg. 2, DPM-Solver++(2M): D = (1 + 1 / (2 r)) x0_s0 - 1 / (2 r) x0_s1, r = h_{i-1} / h_i,
             # x_t = sigma_t / sigma_s0 x_s0 - alpha_t (e^{-h} - 1) D
             D = (1 + 1 / (2 * r0)) * m0 - (1 / (2 * r0)) * m1
-            return (sigma_t / sigma_s0) * x_t - alpha_t * (torch.exp(-h) - 1) * D
+            return (sigma_t / sigma_s0) * x_t - alpha_t * math.expm1(-h) * D
 
         # DPM-Solver++(3M), the third-order multistep rule of the DPM-Solver++ reference code: first and second
         # divided differences D1, D2 of x_0 in lambda, then the exponential-integrator update.
         m2 = self.model_outputs[-3]
-        lambda_s2 = self._alpha_sigma_lambda(int(self.timesteps[index - 2]))[2]
-        r1 = (lambda_s1 - lambda_s2) / h
+        r1 = (self._lambdas[index - 1] - self._lambdas[index - 2]) / h
         D1_0, D1_1 = (m0 - m1) / r0, (m1 - m2) / r1
         D1 = D1_0 + r0 / (r0 + r1) * (D1_0 - D1_1)
         D2 = (D1_0 - D1_1) / (r0 + r1)
-        phi_1 = torch.exp(-h) - 1
+        phi_1 = math.expm1(-h)
         return (
             (sigma_t / sigma_s0) * x_t
             - alpha_t * phi_1 * m0
             + alpha_t * (phi_1 / h + 1) * D1
             - alpha_t * ((phi_1 + h) / h**2 - 0.5) * D2
         )
+
+    def _unipc_coefficients(self, index: int, order: int, with_new_point: bool):
+        # UniPC (Zhao et al. 2023), B(h) = e^h - 1 ("bh2"), data prediction, h = lambda_t - lambda_s0 from grid
+        # point `index` to `index + 1`: the ratios r_k = (lambda_{s_k} - lambda_s0) / h of the earlier points (and
+        # r = 1 for the new point t for the corrector), and the solution rho of eq. (6)/(8): sum_k rho_k r_k^(i-1) =
+        # i! phi_{i+1}(h) / B(h), i = 1..p, with phi_{i+1} = (phi_i - 1 / i!) / h from phi_1 = (e^h - 1) / h.
+        h = self._lambdas[index + 1] - self._lambdas[index]
+        hh = -h
+        rks = [(self._lambdas[index - k] - self._lambdas[index]) / h for k in range(1, order)]
+        if with_new_point:
+            rks.append(1.0)
+        h_phi_1 = math.expm1(hh)
+        B_h = math.expm1(hh)
+        h_phi_k, factorial = h_phi_1 / hh - 1, 1
+        R, b = [], []
+        for i in range(1, order + 1):
+            R.append([r ** (i - 1) for r in rks])
+            b.append(h_phi_k * factorial / B_h)
+            factorial *= i + 1
+            h_phi_k = h_phi_k / hh - 1 / factorial
+        size = len(rks)
+        if size == 0:
+            rhos = []
+        elif size == 1:
+            rhos = [0.5]  # Zhao et al.: UniP-2 / UniC-1 use rho = 1/2
+        else:
+            rhos = np.linalg.solve(np.array(R)[:size, :size], np.array(b)[:size]).tolist()
+        return rks, rhos, h_phi_1, B_h
+
+    def _unipc_update(self, x, index, order, new_x0=None):
+        # x_t = sigma_t / sigma_s0 x_s0 - alpha_t (e^{-h} - 1) x0_s0 - alpha_t B(h) sum_k rho_k D_k, D_k = (x0_{s_k} -
+        # x0_s0) / r_k (UniP, Zhao et al. eq. 7), plus rho_t (x0_t - x0_s0) with the new point for UniC (eq. 8).
+        alpha_t, sigma_t, sigma_s0 = self._alphas[index + 1], self._sigmas[index + 1], self._sigmas[index]
+        history = self.model_outputs  # for UniC: the x_0 up to s0, before the new one is added
+        m0 = history[-1]
+        rks, rhos, h_phi_1, B_h = self._unipc_coefficients(index, order, new_x0 is not None)
+        out = (sigma_t / sigma_s0) * x - alpha_t * h_phi_1 * m0
+        differences = [(history[-1 - k] - m0) / rks[k - 1] for k in range(1, order)]
+        if new_x0 is not None:
+            differences.append(new_x0 - m0)
+        for rho, difference in zip(rhos, differences):
+            out = out - alpha_t * B_h * rho * difference
+        return out
+
+    def _unipc_step(self, x0, x_t, index):
+        n = len(self.timesteps)
+        if self.config.use_corrector and self._last_sample is not None and index > 0:
+            # UniC: with the model output at the new point, redo the last step one order higher (no extra model call)
+            x_t = self._unipc_update(self._last_sample, index - 1, self._last_order, new_x0=x0)
+        self.model_outputs = [*self.model_outputs, x0][-self.config.solver_order :]
+        if self._sigmas[index + 1] == 0:
+            # The last call: the ODE solution at sigma = 0 is the limit of x_0(x_t, t) along the path, taken here as
+            # the latest x_0 prediction (the first-order step to the clean sample, no model call at t = 0)
+            self._last_sample = None
+            return x0
+        # UniP, order at most the number of x_0 known and the calls left (lower order at the end, as UniPC's)
+        order = min(self.config.solver_order, len(self.model_outputs), n - index)
+        self._last_sample, self._last_order = x_t, order
+        return self._unipc_update(x_t, index, order)
 
     def _abar_like(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         # abar at each timestep, float32, shaped to broadcast over a batch like `like`

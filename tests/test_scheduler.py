@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffusers_simple.scheduling_simple import SimpleScheduler, SimpleSchedulerOutput
@@ -23,13 +23,25 @@ def make_model(scheduler):
     mean, var = 0.3, 1.0
 
     def model(x, t):
-        alpha, sigma = alphas_cumprod[t].sqrt(), (1 - alphas_cumprod[t]).sqrt()
+        abar = abar_at(alphas_cumprod, t)
+        alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
         x0 = mean + alpha * var * (x - alpha * mean) / (alpha**2 * var + sigma**2)  # E[x_0 | x_t]
         x0 = x0 + 0.2 * sigma * torch.sin(3 * x)
         eps = (x - alpha * x0) / sigma
         return {"epsilon": eps, "v_prediction": alpha * eps - sigma * x0, "sample": x0}[prediction_type]
 
     return model
+
+
+def abar_at(alphas_cumprod, t):
+    """abar at a train timestep, or between two by linear interpolation of log sigma (fractional timesteps)."""
+    t = torch.as_tensor(t)
+    if not t.is_floating_point() or t == t.round():
+        return alphas_cumprod[int(t)]
+    low = int(t.floor())
+    log_sigma = 0.5 * torch.log((1 - alphas_cumprod.double()) / alphas_cumprod.double())
+    w = float(t) - low
+    return torch.sigmoid(-2 * ((1 - w) * log_sigma[low] + w * log_sigma[low + 1])).float()
 
 
 def initial_noise(seed=0, scale=1.0):
@@ -44,7 +56,8 @@ def denoise(scheduler, start=0, x=None, step_kwargs=None, seed=0):
     x = noise if x is None else x
     outputs = []
     for t in scheduler.timesteps[start:]:
-        out = scheduler.step(model(x, t), t, x, generator=generator, **(step_kwargs or {}))
+        kwargs = {} if isinstance(scheduler, UniPCMultistepScheduler) else {"generator": generator}
+        out = scheduler.step(model(x, t), t, x, **kwargs, **(step_kwargs or {}))
         x = out.prev_sample
         outputs.append(out)
     return outputs
@@ -268,7 +281,9 @@ def test_dpmsolver_matches_diffusers_on_explicit_timesteps(solver_order, timeste
 @pytest.mark.parametrize("solver_order", [2, 3])
 @pytest.mark.parametrize("num_inference_steps", [10, 20])
 def test_dpmsolver_final_step_to_sigma_min(solver_order, num_inference_steps):
-    ours = SimpleScheduler(solver_order=solver_order, set_alpha_to_one=False, use_lu_lambdas=False)
+    ours = SimpleScheduler(
+        sampler="dpmsolver++", solver_order=solver_order, set_alpha_to_one=False, use_lu_lambdas=False
+    )
     ref = DPMSolverMultistepScheduler(
         solver_order=solver_order, final_sigmas_type="sigma_min", timestep_spacing="trailing"
     )
@@ -315,25 +330,24 @@ def test_dpmsolver_can_start_mid_schedule_like_diffusers():
     assert_same_trajectory(denoise(ours, start=4, x=x), denoise(ref, start=4, x=x))
 
 
-def test_dpmsolver_history_restarts_with_the_schedule():
-    ours = SimpleScheduler(solver_order=3)
+@pytest.mark.parametrize("sampler", ["dpmsolver++", "unipc"])
+def test_multistep_history_restarts_with_the_schedule(sampler):
+    ours = SimpleScheduler(sampler=sampler, solver_order=3)
     ours.set_timesteps(10)
     first, again = denoise(ours), denoise(ours)  # no set_timesteps in between
     assert_same_trajectory(first, again, atol=0)
 
 
-def test_use_lu_lambdas_matches_diffusers():
-    ours = SimpleScheduler()  # the default: dpmsolver++ on log-SNR-uniform steps
-    ref = DPMSolverMultistepScheduler(use_lu_lambdas=True)
-    for n in (10, 20, 25):
-        ours.set_timesteps(n)
-        ref.set_timesteps(n)
-        assert torch.equal(ours.timesteps, ref.timesteps), n
-    # DPMSolverMultistep steps in the unrounded lambdas while the model sees the rounded timesteps: close, not equal
-    assert_same_trajectory(denoise(ours), denoise(ref), atol=1e-2)
-    explicit = DPMSolverMultistepScheduler()
-    explicit.set_timesteps(timesteps=ours.timesteps.tolist())
-    assert_same_trajectory(denoise(ours), denoise(explicit))
+@pytest.mark.parametrize("solver_order", [1, 2, 3])
+@pytest.mark.parametrize("num_inference_steps", [5, 10, 25])
+def test_use_lu_lambdas_matches_diffusers(solver_order, num_inference_steps):
+    # the same timesteps, and the same unrounded log-SNR sigmas to step with: the same samples
+    ours = SimpleScheduler(sampler="dpmsolver++", solver_order=solver_order)
+    ref = DPMSolverMultistepScheduler(use_lu_lambdas=True, solver_order=solver_order)
+    ours.set_timesteps(num_inference_steps)
+    ref.set_timesteps(num_inference_steps)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    assert_same_trajectory(denoise(ours), denoise(ref))
 
 
 def test_use_lu_lambdas_only_for_dpmsolver():
@@ -346,13 +360,16 @@ def test_use_lu_lambdas_only_for_dpmsolver():
     assert dpm.timesteps.tolist() == list(range(999, 0, -100))
 
 
-def test_use_lu_lambdas_removes_duplicate_timesteps():
-    scheduler = SimpleScheduler(num_train_timesteps=50)
-    scheduler.set_timesteps(50)
-    timesteps = scheduler.timesteps.tolist()
-    assert timesteps == sorted(set(timesteps), reverse=True)
-    assert scheduler.num_inference_steps == len(timesteps) < 50
-    assert timesteps[0] == 49 and timesteps[-1] == 0
+def test_use_lu_lambdas_keeps_repeated_timesteps_like_diffusers():
+    # num_inference_steps is the number of model calls: 50 of 50 gives 50 (rounded, some repeated, as Diffusers)
+    ours = SimpleScheduler(sampler="dpmsolver++", num_train_timesteps=50)
+    ref = DPMSolverMultistepScheduler(num_train_timesteps=50, use_lu_lambdas=True)
+    ours.set_timesteps(50)
+    ref.set_timesteps(50)
+    assert ours.num_inference_steps == len(ours.timesteps) == 50
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    assert len(set(ours.timesteps.tolist())) < 50
+    assert all(torch.isfinite(out.prev_sample).all() for out in denoise(ours))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -401,7 +418,7 @@ def test_scheduler_basics():
     assert scheduler.scale_model_input(x, 5) is x
     assert {"DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler"} <= set(scheduler._compatibles)
     assert {DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler} <= set(scheduler.compatibles)
-    assert scheduler.config.sampler == "dpmsolver++" and scheduler.config.solver_order == 2
+    assert scheduler.config.sampler == "unipc" and scheduler.config.solver_order == 3
     assert scheduler.config.timestep_spacing == "trailing" and scheduler.config.clip_sample is False
     assert scheduler.config.use_lu_lambdas is True
 
@@ -488,7 +505,7 @@ def test_shared_keys_carry_over(through_files, tmp_path):
     assert dpm.config.use_lu_lambdas is True  # the log-SNR steps carry over to Diffusers' DPM-Solver
     assert dpm.config.timestep_spacing == "trailing" and dpm.config.algorithm_type == "dpmsolver++"
     back = convert(dpm, SimpleScheduler, through_files, tmp_path / "back")  # its variance_type=None is accepted
-    assert back.config.solver_order == 3 and back.config.sampler == "dpmsolver++"
+    assert back.config.solver_order == 3 and back.config.sampler == ours.config.sampler == "unipc"
 
 
 def test_own_save_and_load(tmp_path):
@@ -554,7 +571,7 @@ def test_bad_config_raises(kwargs, words):
 )
 def test_bad_set_timesteps_raises(kwargs, words):
     with pytest.raises(ValueError) as error:
-        SimpleScheduler().set_timesteps(**kwargs)
+        SimpleScheduler(sampler="ddim").set_timesteps(**kwargs)
     for word in words:
         assert word in str(error.value)
 
@@ -578,7 +595,7 @@ def test_step_errors():
 
 @pytest.mark.parametrize("solver_order", [2, 3])
 def test_lu_lambdas_ending_at_timestep_zero_stays_finite(solver_order):
-    scheduler = SimpleScheduler(solver_order=solver_order, set_alpha_to_one=False)
+    scheduler = SimpleScheduler(sampler="dpmsolver++", solver_order=solver_order, set_alpha_to_one=False)
     scheduler.set_timesteps(50)
     assert scheduler.timesteps[-1] == 0
     assert all(torch.isfinite(out.prev_sample).all() for out in denoise(scheduler))
@@ -614,3 +631,81 @@ def test_config_round_trip_is_equal(config, tmp_path):
     # a value equal to the default gives the same config as leaving it out
     if "prediction_type" not in config:
         assert SimpleScheduler(prediction_type="epsilon", **config).config == scheduler.config
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 7: every model call counts
+
+
+@pytest.mark.parametrize("timestep_spacing", ["linspace", "leading", "trailing"])
+@pytest.mark.parametrize("solver_order", [1, 2, 3])
+@pytest.mark.parametrize("num_inference_steps", [3, 7, 16])
+def test_dpmsolver_conformance_per_spacing_and_order(timestep_spacing, solver_order, num_inference_steps):
+    # the same config in both schedulers: the same timesteps (n of them, never t = 0 for these spacings) and samples
+    config = dict(timestep_spacing=timestep_spacing, solver_order=solver_order, use_lu_lambdas=False)
+    ours = SimpleScheduler(sampler="dpmsolver++", **config)
+    ref = DPMSolverMultistepScheduler.from_config(ours.config)
+    assert ref.config.timestep_spacing == timestep_spacing and ref.config.solver_order == solver_order
+    ours.set_timesteps(num_inference_steps)
+    ref.set_timesteps(num_inference_steps)
+    assert torch.equal(ours.timesteps, ref.timesteps)
+    assert len(ours.timesteps) == num_inference_steps and ours.timesteps[-1] > 0
+    assert_same_trajectory(denoise(ours), denoise(ref))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++", "unipc"])
+@pytest.mark.parametrize("num_train_timesteps", [10, 1000])
+def test_num_inference_steps_is_the_number_of_model_calls(sampler, num_train_timesteps):
+    scheduler = SimpleScheduler(sampler=sampler, num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2")
+    T = num_train_timesteps
+    for n in sorted({1, 2, 3, 5, T // 2, T - 1, T}):
+        scheduler.set_timesteps(n)
+        assert scheduler.num_inference_steps == len(scheduler.timesteps) == n, n
+        if n <= 10:
+            calls = 0
+            x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+            for t in scheduler.timesteps:
+                calls += 1
+                x = scheduler.step(0.1 * x, t, x, generator=torch.Generator().manual_seed(1)).prev_sample
+            assert calls == n and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("config", [dict(), dict(solver_order=2), dict(use_corrector=False), dict(lambda_spacing_power=1.0)])
+def test_unipc_never_calls_the_model_at_t0(config):
+    scheduler = SimpleScheduler(**config)
+    for n in [*range(1, 21), 50, 999]:
+        scheduler.set_timesteps(n)
+        timesteps = scheduler.timesteps
+        assert timesteps[0] == 999 and timesteps[-1] > 0 and bool((timesteps[1:] < timesteps[:-1]).all()), n
+    # the last step lands on the clean sample: the x_0 prediction of the last call
+    scheduler.set_timesteps(4)
+    outputs = denoise(scheduler)
+    torch.testing.assert_close(outputs[-1].prev_sample, outputs[-1].pred_original_sample, rtol=0, atol=0)
+    assert scheduler.timesteps.dtype == torch.float32  # fractional timesteps; the model is called at them
+
+
+def test_unipc_without_corrector_and_order_1_is_ddim_on_the_same_grid():
+    unipc = SimpleScheduler(solver_order=1, use_corrector=False)
+    unipc.set_timesteps(6)
+    dpm = SimpleScheduler(sampler="dpmsolver++", solver_order=1)
+    dpm.set_timesteps(timesteps=unipc.timesteps.tolist())
+    assert_same_trajectory(denoise(unipc), denoise(dpm))
+
+
+@pytest.mark.parametrize("solver_order", [2, 3])
+def test_unipc_matches_diffusers_unipc_on_integer_timesteps(solver_order):
+    # UniPC bh2 with UniC (data prediction) against Diffusers' UniPCMultistepScheduler on its integer timesteps
+    ref = UniPCMultistepScheduler(solver_order=solver_order, timestep_spacing="trailing", final_sigmas_type="zero")
+    ref.set_timesteps(8)
+    ours = SimpleScheduler(solver_order=solver_order)
+    ours.set_timesteps(timesteps=ref.timesteps.tolist())
+    assert_same_trajectory(denoise(ours), denoise(ref))
+
+
+def test_custom_fractional_timesteps_for_ode_samplers():
+    scheduler = SimpleScheduler()
+    scheduler.set_timesteps(timesteps=[999.0, 500.5, 20.25])
+    assert scheduler.timesteps.tolist() == [999.0, 500.5, 20.25]
+    assert len(denoise(scheduler)) == 3
+    with pytest.raises(ValueError, match="integers"):
+        SimpleScheduler(sampler="ddpm").set_timesteps(timesteps=[999.0, 500.5])
