@@ -1,0 +1,134 @@
+"""Calibrated few-step time grids (diffusers_simple_training.calibrate): CPU, offline, tiny."""
+
+import json
+
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler
+
+from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
+from diffusers_simple_training.calibrate import calibrate_pipeline, calibrate_timesteps, main
+
+TINY_UNET = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, attention_levels=(False, True),
+                 norm_num_groups=8, attention_head_dim=8)
+
+
+def mixture_model(scheduler):
+    """The exact noise predictor of x_0 ~ 0.5 N(-0.5, 0.1^2) + 0.5 N(0.5, 0.1^2) per coordinate, at fractional t."""
+    log_sigmas = 0.5 * torch.log((1 - scheduler.alphas_cumprod.double()) / scheduler.alphas_cumprod.double())
+
+    def model(x, t):
+        t = float(t)
+        low = min(int(t), len(log_sigmas) - 2)
+        abar = torch.sigmoid(-2 * torch.lerp(log_sigmas[low], log_sigmas[low + 1], t - low))
+        x = x.double()
+        means = torch.tensor([-0.5, 0.5], dtype=torch.float64) * abar.sqrt()
+        var = abar * 0.01 + 1 - abar
+        logits = -((x[..., None] - means) ** 2) / (2 * var)
+        r = logits.softmax(-1)
+        score = ((means - x[..., None]) / var * r).sum(-1)
+        return (-(1 - abar).sqrt() * score).float()
+
+    return model
+
+
+def calibrate(scheduler, seed=0, budgets=(2, 3, 5)):
+    return calibrate_timesteps(mixture_model(scheduler), scheduler, budgets, (8, 4), num_batches=2, seed=seed,
+                               fine_steps=40)
+
+
+def test_calibration_is_deterministic_and_fits_the_scheduler():
+    scheduler = SimpleScheduler()
+    grids = calibrate(scheduler)
+    assert grids == calibrate(scheduler)  # same seed, same grid
+    assert set(grids) == {"2", "3", "5"}
+    for n, grid in grids.items():
+        assert len(grid) == int(n) and grid[0] == 999 and grid[-1] > 0
+        assert all(a > b for a, b in zip(grid, grid[1:]))
+    calibrated = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=grids)
+    calibrated.set_timesteps(3)
+    assert calibrated.timesteps.tolist() == pytest.approx(grids["3"])
+    calibrated.set_timesteps(4)  # no grid for 4 calls: the default grid
+    assert len(calibrated.timesteps) == 4
+
+
+def test_calibrated_grid_is_at_least_as_accurate_as_the_default_on_its_batches():
+    scheduler = SimpleScheduler()
+    model = mixture_model(scheduler)
+    grids = calibrate(scheduler, budgets=(4,))
+    calibrated = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=grids)
+    fine = SimpleScheduler()
+    fine.set_timesteps(200)
+
+    def run(s, n):
+        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+        s.set_timesteps(n)
+        for t in s.timesteps:
+            x = s.step(model(x, t), t, x).prev_sample
+        return x
+
+    reference = run(fine, 200)
+    assert (run(calibrated, 4) - reference).abs().mean() <= (run(SimpleScheduler(), 4) - reference).abs().mean()
+
+
+@pytest.mark.parametrize("through_files", [False, True])
+def test_calibrated_grids_survive_save_load_and_diffusers_round_trips(through_files, tmp_path):
+    grids = {"3": [999.0, 400.5, 30.25], "2": [999.0, 100.0]}
+    ours = SimpleScheduler(calibrated_timesteps=grids)
+    if through_files:
+        ours.save_pretrained(tmp_path / "a")
+        loaded = SimpleScheduler.from_pretrained(tmp_path / "a")
+        assert json.loads((tmp_path / "a" / "scheduler_config.json").read_text())["calibrated_timesteps"] == grids
+        DPMSolverMultistepScheduler.from_pretrained(tmp_path / "a").save_pretrained(tmp_path / "b")
+        back = SimpleScheduler.from_pretrained(tmp_path / "b")
+    else:
+        loaded = SimpleScheduler.from_config(ours.config)
+        back = SimpleScheduler.from_config(DPMSolverMultistepScheduler.from_config(ours.config).config)
+    assert loaded.config == ours.config
+    assert back.config.calibrated_timesteps == grids
+    back.set_timesteps(3)
+    assert back.timesteps.tolist() == [999.0, 400.5, 30.25]
+
+
+@pytest.mark.parametrize(
+    "grids, words",
+    [
+        ({"3": [999, 500, 600]}, ["'3'", "strictly decreasing"]),
+        ({"3": [999, 500, 500]}, ["'3'", "strictly decreasing"]),
+        ({"2": [1000, 5]}, ["'2'", "[0, 999]"]),
+        ({"2": [999, -1]}, ["'2'", "[0, 999]"]),
+        ({"3": [999, 5]}, ["'3'", "N strictly decreasing"]),
+        ({"x": [999, 5]}, ["'x'", "positive integer"]),
+        ({"2": [999, float("nan")]}, ["'2'"]),
+        ([999, 5], ["must be a dict"]),
+    ],
+)
+def test_bad_calibrated_grid_is_a_clear_error(grids, words):
+    with pytest.raises(ValueError) as error:
+        SimpleScheduler(calibrated_timesteps=grids)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_bad_budget_raises():
+    with pytest.raises(ValueError, match="budgets"):
+        calibrate(SimpleScheduler(), budgets=(0,))
+
+
+def test_console_script_calibrates_a_saved_pipeline(tmp_path):
+    torch.manual_seed(0)
+    unet = SimpleUNet(in_channels=1, out_channels=1, **TINY_UNET)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.copy_(torch.randn_like(p) * 0.05)
+    pipe = SimpleDiffusionPipeline(unet=unet.eval(), scheduler=SimpleScheduler())
+    pipe.save_pretrained(tmp_path)
+    main([str(tmp_path), "--budgets", "2", "3", "--batch_size", "2", "--num_batches", "1", "--fine_steps", "12"])
+    loaded = SimpleDiffusionPipeline.from_pretrained(tmp_path)
+    grids = loaded.scheduler.config.calibrated_timesteps
+    assert set(grids) == {"2", "3"}
+    loaded.set_progress_bar_config(disable=True)
+    image = loaded(num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape[0] == 1
+    again = calibrate_pipeline(pipe, [2], batch_size=2, num_batches=1, fine_steps=12)
+    assert again == {"2": grids["2"]}  # deterministic

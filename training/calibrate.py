@@ -1,0 +1,199 @@
+"""Per-model calibrated time grids for few-step sampling (`diffusers-simple-calibrate`).
+
+For a budget of N model calls, the grid that makes N-call sampling closest to a fine reference solve is found by
+dynamic programming over a fine grid of candidate timesteps, as in GITS (Chen et al. 2024, "On the Trajectory
+Regularity of ODE-based Diffusion Sampling", https://huggingface.co/papers/2405.11326, Sec. 4):
+
+1. A fine reference solve (the scheduler's ODE sampler on `fine_steps` warped log-SNR points) from a few batches of
+   seeded noise stores the sample x_i and the x_0 prediction D_i at every fine point i. These are the only model calls.
+2. The cost of a coarse step from fine point i to fine point j is the RMS distance between the first-order
+   (DDIM / DPM-Solver++(1)) step x_j' = sigma_j / sigma_i x_i - alpha_j (e^{-h} - 1) D_i and the reference x_j; the
+   last step from point i to the clean sample costs |D_i - x_0^ref|. No further model calls.
+3. Dynamic programming over (number of calls, fine point) finds, for each budget N, the path from the first fine point
+   (t = T - 1) with N calls whose summed step costs are least.
+
+The grids are stored as `calibrated_timesteps` in the scheduler config ({"N": [N timesteps]}), so a checkpoint
+carries them and `pipe(num_inference_steps=N)` uses them.
+"""
+
+import argparse
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffusers_simple.scheduling_simple import SimpleScheduler, check_calibrated_timesteps
+
+
+def _fine_grid(scheduler: SimpleScheduler, fine_steps: int) -> np.ndarray:
+    # log-SNR-uniform candidates from t = T - 1 down to t = 1 (last_lambda is capped there)
+    fine = SimpleScheduler.from_config(
+        scheduler.config, sampler="unipc", calibrated_timesteps=None, solver_order=3, lambda_spacing_power=1.0,
+        last_lambda=1e3,
+    )
+    fine.set_timesteps(fine_steps)
+    return fine, fine.timesteps.double().numpy()
+
+
+@torch.no_grad()
+def calibrate_timesteps(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scheduler: SimpleScheduler,
+    budgets: Iterable[int],
+    sample_shape: tuple,
+    num_batches: int = 2,
+    seed: int = 0,
+    fine_steps: int = 100,
+    device: str | torch.device = "cpu",
+) -> dict[str, list[float]]:
+    """
+    Finds for each budget N the N timesteps that bring N-call sampling closest to a fine reference solve (GITS-style
+    dynamic programming; see the module docstring). Deterministic: the same model, seed and arguments give the same
+    grids.
+
+    Args:
+        model (`Callable`):
+            `model(x_t, t)` returning the model output (in the scheduler's `prediction_type`) for a batch `x_t` at the
+            (fractional) timestep `t`, a 0-d float tensor.
+        scheduler (`SimpleScheduler`):
+            The scheduler whose noise schedule, `prediction_type` and clipping are used.
+        budgets (`Iterable[int]`):
+            Numbers of model calls to calibrate, each from 1 to `fine_steps`.
+        sample_shape (`tuple`):
+            The shape of one batch of initial noise, e.g. `(16, 3, 32, 32)`.
+        num_batches (`int`, defaults to 2):
+            Batches of seeded noise the error is summed over.
+        seed (`int`, defaults to 0):
+            Seed of the noise.
+        fine_steps (`int`, defaults to 100):
+            Points of the fine reference grid, which are also the candidate timesteps.
+        device (`str` or `torch.device`, defaults to `"cpu"`):
+            Where the noise and the solve live.
+
+    Returns:
+        `dict[str, list[float]]`: `{str(N): [N descending timesteps]}`, ready for `calibrated_timesteps`.
+    """
+    budgets = sorted({int(b) for b in budgets})
+    if not budgets or budgets[0] < 1 or budgets[-1] > fine_steps:
+        raise ValueError(f"budgets={budgets} must be numbers of model calls from 1 to fine_steps={fine_steps}.")
+    fine, grid = _fine_grid(scheduler, fine_steps)
+    alphas, sigmas, lambdas = fine._alphas, fine._sigmas, fine._lambdas
+    M = len(grid)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    # step costs, summed over batches: cost[i, j] for i < j < M (a step between fine points), final[i] (to x_0)
+    cost = torch.zeros(M, M, dtype=torch.float64)
+    final = torch.zeros(M, dtype=torch.float64)
+    for _ in range(num_batches):
+        x = torch.randn(sample_shape, generator=generator, dtype=torch.float32).to(device)
+        xs, ds = [], []
+        for t in fine.timesteps:
+            xs.append(x)
+            out = fine.step(model(fine.scale_model_input(x, t), t.to(device)), t, x)
+            ds.append(out.pred_original_sample.float())
+            x = out.prev_sample.float()
+        x_ref = x
+        X = torch.stack(xs).flatten(1).double()  # (M, numel)
+        Dm = torch.stack(ds).flatten(1).double()
+        numel = X.shape[1]
+        for i in range(M - 1):
+            j = np.arange(i + 1, M)
+            h = torch.as_tensor(lambdas[j] - lambdas[i])
+            coef_x = torch.as_tensor(sigmas[j] / sigmas[i])[:, None]
+            coef_d = -torch.as_tensor(alphas[j])[:, None] * torch.expm1(-h)[:, None]
+            prediction = coef_x * X[i] + coef_d * Dm[i]
+            cost[i, i + 1 :] += ((prediction - X[torch.from_numpy(j)]) ** 2).sum(1).div(numel).sqrt().cpu()
+        final += ((Dm - x_ref.flatten().double()) ** 2).sum(1).div(numel).sqrt().cpu()
+
+    # dynamic programming: best[k, j] = least cost of reaching fine point j with its model call as call k + 1
+    best = torch.full((budgets[-1], M), math.inf, dtype=torch.float64)
+    parent = torch.full((budgets[-1], M), -1, dtype=torch.long)
+    best[0, 0] = 0.0
+    for k in range(1, budgets[-1]):
+        totals = best[k - 1][:, None] + torch.where(torch.triu(torch.ones(M, M, dtype=torch.bool), 1), cost, math.inf)
+        best[k], parent[k] = totals.min(0)
+    grids = {}
+    for n in budgets:
+        j = int(torch.argmin(best[n - 1] + final))
+        path = [j]
+        for k in range(n - 1, 0, -1):
+            j = int(parent[k, j])
+            path.append(j)
+        grids[str(n)] = [round(float(grid[p]), 4) for p in reversed(path)]
+    check_calibrated_timesteps(grids, scheduler.config.num_train_timesteps)
+    return grids
+
+
+def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, num_batches: int = 2, seed: int = 0,
+                       fine_steps: int = 100) -> dict[str, list[float]]:
+    """
+    Calibrates `pipeline.scheduler` (a `SimpleScheduler`) for `pipeline.unet` and stores the grids in its config
+    (`calibrated_timesteps`, merged with grids already there); `pipeline.save_pretrained` then writes them into the
+    checkpoint. Class-conditional UNets are calibrated on seeded random labels, without guidance.
+
+    Args:
+        pipeline (`SimpleDiffusionPipeline`): the trained pipeline.
+        budgets (`Iterable[int]`): numbers of model calls to calibrate.
+        batch_size (`int`, defaults to 16), num_batches (`int`, defaults to 2), seed (`int`, defaults to 0),
+        fine_steps (`int`, defaults to 100): see [`calibrate_timesteps`].
+
+    Returns:
+        `dict[str, list[float]]`: the new grids.
+    """
+    unet, scheduler = pipeline.unet, pipeline.scheduler
+    if not isinstance(scheduler, SimpleScheduler):
+        raise ValueError(f"calibration needs a SimpleScheduler, not {type(scheduler).__name__}.")
+    device = unet.device
+    num_classes = unet.config.get("num_class_embeds")
+    labels = None
+    if num_classes:
+        labels = torch.randint(num_classes, (batch_size,), generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    dtype = unet.dtype
+
+    def model(x, t):
+        return unet(x.to(dtype), t, class_labels=labels).sample.float()
+
+    sample_size = unet.config.sample_size
+    height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+    shape = (batch_size, unet.config.in_channels, height, width)
+    grids = calibrate_timesteps(model, scheduler, budgets, shape, num_batches, seed, fine_steps, device)
+    merged = {**(scheduler.config.calibrated_timesteps or {}), **grids}
+    pipeline.scheduler = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=merged)
+    return grids
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Calibrate few-step time grids of a diffusers-simple pipeline (GITS-style dynamic programming "
+        "against a fine reference solve) and store them in its scheduler config."
+    )
+    parser.add_argument("pipeline", type=Path, help="A saved SimpleDiffusionPipeline folder.")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10])
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--num_batches", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fine_steps", type=int, default=100)
+    parser.add_argument("--output_dir", type=Path, default=None, help="Where to save the pipeline (default: in place).")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from diffusers_simple import SimpleDiffusionPipeline
+
+    pipeline = SimpleDiffusionPipeline.from_pretrained(args.pipeline).to(args.device)
+    grids = calibrate_pipeline(pipeline, args.budgets, args.batch_size, args.num_batches, args.seed, args.fine_steps)
+    output_dir = args.output_dir or args.pipeline
+    if output_dir == args.pipeline:
+        pipeline.scheduler.save_pretrained(Path(output_dir) / "scheduler")  # only the scheduler config changes
+    else:
+        pipeline.save_pretrained(output_dir)
+    for n, grid in grids.items():
+        print(f"{n} calls: {grid}")
+
+
+if __name__ == "__main__":
+    main()
