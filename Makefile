@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-wheel benchmarks clean
+.PHONY: setup demo test test-fast test-wheel fashion-mnist benchmarks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,19 @@ test-fast: $(STAMP)
 test-wheel:
 	PYTHON=$(PYTHON) bash .ci/wheel_smoke.sh
 
+# Fashion-MNIST (60,000 + 10,000 28x28 grayscale images, MIT licence) from Debian's dataset-fashion-mnist package:
+# the installed files if present, else `apt-get download` + `dpkg-deb -x` (no root needed), converted into the local
+# dataset data/fashion-mnist (train/test splits, image + label) that `--dataset_name data/fashion-mnist` trains on.
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+fashion-mnist: data/fashion-mnist/dataset_dict.json
+data/fashion-mnist/dataset_dict.json: | $(STAMP)
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then src=$(FASHION_DIR); else \
+		mkdir -p data/deb && cd data/deb && apt-get download dataset-fashion-mnist && \
+		dpkg-deb -x dataset-fashion-mnist_*.deb root && cd ../.. && src=data/deb/root$(FASHION_DIR); fi; \
+	$(PY) -m diffusers_simple_training.fashion_mnist --source_dir $$src --output_dir data/fashion-mnist
+
 benchmarks: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs data .pytest_cache

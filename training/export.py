@@ -14,14 +14,12 @@ from diffusers_simple_training.atomic import fsync_tree, replace_path
 from diffusers_simple_training.hub import push_folder_to_hub
 from diffusers_simple_training.model_card import render_model_card
 from diffusers_simple_training.publish import IGNORE_PATTERNS
-from diffusers_simple_training.run_lock import LOCK_NAME
 from diffusers_simple_training.samples import inference_weights
 
 
 logger = logging.getLogger(__name__)
 GRID_NAME = "samples.png"
 CARD_NAME = "README.md"
-PUSH_IGNORE_PATTERNS = IGNORE_PATTERNS + [LOCK_NAME]  # the lock of the run is not part of the model
 
 
 def export_pipeline(unet, scheduler, output_dir: str, grid, card) -> None:
@@ -88,7 +86,7 @@ def export_run(args, c, state, grid, final: bool, publication: Publication, card
                 token=publication.token,
                 private=publication.private,
                 commit_message=f"Step {state.global_step}",
-                ignore_patterns=PUSH_IGNORE_PATTERNS,
+                ignore_patterns=IGNORE_PATTERNS,
             )
             logger.info(f"Pushed to {url}")
         except Exception as error:

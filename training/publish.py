@@ -24,11 +24,13 @@ from diffusers_simple_training.hub import (
     HubRetriesExhaustedError,
     push_folder_to_hub,
 )
+from diffusers_simple_training.lineage import MARKER_NAME
+from diffusers_simple_training.run_lock import LOCK_NAME
 
 
 # What lives next to the pipeline in a training output folder but does not belong on the Hub: resumable
-# checkpoints, and the files or folders (`*.tmp/`) of a save that was interrupted.
-IGNORE_PATTERNS = ["checkpoint-*", "*.tmp", "*.tmp/"]
+# checkpoints, the files or folders (`*.tmp/`) of a save that was interrupted, the run's lock and its marker.
+IGNORE_PATTERNS = ["checkpoint-*", "*.tmp", "*.tmp/", LOCK_NAME, MARKER_NAME]
 # Libraries Diffusers imports a component from by name; any other library name must be a code file in the folder.
 LIBRARIES = ("diffusers", "transformers")
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
