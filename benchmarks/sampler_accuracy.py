@@ -1,4 +1,4 @@
-"""Sampler accuracy per number of model evaluations (NFE), with an exact noise predictor.
+"""Sampler accuracy per number of model calls, with an exact noise predictor.
 
 The data is a Gaussian mixture p(x_0) = sum_k w_k N(mu_k, s_k^2 I). Its noised marginal is again a Gaussian mixture,
 q_t(x_t) = sum_k w_k N(sqrt(abar_t) mu_k, (abar_t s_k^2 + 1 - abar_t) I), so the best possible noise predictor,
@@ -19,16 +19,20 @@ import time
 
 import matplotlib
 import torch
-from common import machine_description, new_figure, parse_args, write_results
+import numpy as np
+from common import machine_description, markdown_table, new_figure, parse_args, time_interleaved, write_results
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
+    DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     UniPCMultistepScheduler,
 )
 
 from diffusers_simple import SimpleScheduler
+from diffusers_simple_training.calibrate import calibrate_timesteps
 
 
 class GaussianMixture:
@@ -91,7 +95,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, directions: torch.Tenso
 
 
 def sample(scheduler, num_steps: int, noise: torch.Tensor, predictor: ExactNoisePredictor, seed: int):
-    """The Diffusers denoising loop; returns the samples and the number of model evaluations."""
+    """The Diffusers denoising loop; returns the samples and the number of model calls."""
     scheduler.set_timesteps(num_steps)
     generator = torch.Generator().manual_seed(seed)
     stochastic = isinstance(scheduler, DDPMScheduler) or getattr(scheduler.config, "sampler", None) == "ddpm"
@@ -102,124 +106,208 @@ def sample(scheduler, num_steps: int, noise: torch.Tensor, predictor: ExactNoise
     return x, len(scheduler.timesteps)
 
 
+def steps_for_calls(make_scheduler, calls: int) -> int:
+    """The largest num_inference_steps whose loop makes at most `calls` model calls (Heun: 2 per step but the last)."""
+    scheduler = make_scheduler()
+    for steps in range(calls, 0, -1):
+        scheduler.set_timesteps(steps)
+        if len(scheduler.timesteps) <= calls:
+            return steps
+    return 1
+
+
 def diffusers_configs():
     no_clip = {"clip_sample": False}
-    return {
-        "DDPMScheduler": lambda: DDPMScheduler(**no_clip),
-        "DDIMScheduler": lambda: DDIMScheduler(**no_clip),
+    dpm = DPMSolverMultistepScheduler
+    configs = {
         "DDIMScheduler trailing": lambda: DDIMScheduler(timestep_spacing="trailing", **no_clip),
-        "DPMSolverMultistep 2M": lambda: DPMSolverMultistepScheduler(),
-        "DPMSolverMultistep 3M": lambda: DPMSolverMultistepScheduler(solver_order=3),
-        "DPMSolverMultistep 2M Karras": lambda: DPMSolverMultistepScheduler(use_karras_sigmas=True),
-        "DPMSolverMultistep 2M lu_lambdas": lambda: DPMSolverMultistepScheduler(use_lu_lambdas=True),
-        "DPMSolverMultistep 3M lu_lambdas": lambda: DPMSolverMultistepScheduler(solver_order=3, use_lu_lambdas=True),
-        "UniPCMultistep": lambda: UniPCMultistepScheduler(),
-        "EulerDiscrete": lambda: EulerDiscreteScheduler(),
     }
+    for order in (2, 3):
+        for label, options in [("", {}), (" trailing", {"timestep_spacing": "trailing"}),
+                               (" karras", {"use_karras_sigmas": True}), (" lu", {"use_lu_lambdas": True}),
+                               (" exponential", {"use_exponential_sigmas": True}), (" beta", {"use_beta_sigmas": True})]:
+            configs[f"DPMSolverMultistep {order}M{label}"] = lambda o=order, kw=options: dpm(solver_order=o, **kw)
+    for label, options in [("bh1", {"solver_type": "bh1"}), ("bh2", {}), ("bh2 trailing", {"timestep_spacing": "trailing"}),
+                           ("bh2 karras", {"use_karras_sigmas": True}), ("bh2 order 3", {"solver_order": 3}),
+                           ("bh2 order 3 karras", {"solver_order": 3, "use_karras_sigmas": True})]:
+        configs[f"UniPCMultistep {label}"] = lambda kw=options: UniPCMultistepScheduler(**kw)
+    configs["DEISMultistep"] = lambda: DEISMultistepScheduler()
+    configs["DEISMultistep trailing"] = lambda: DEISMultistepScheduler(timestep_spacing="trailing")
+    configs["EulerDiscrete"] = lambda: EulerDiscreteScheduler()
+    configs["EulerDiscrete karras"] = lambda: EulerDiscreteScheduler(use_karras_sigmas=True)
+    configs["HeunDiscrete"] = lambda: HeunDiscreteScheduler()
+    configs["HeunDiscrete karras"] = lambda: HeunDiscreteScheduler(use_karras_sigmas=True)
+    return configs
 
 
 SIMPLE_CONFIGS = {
     "Simple default": {},
-    "Simple ddpm": {"sampler": "ddpm"},
-    "Simple ddim": {"sampler": "ddim"},
-    "Simple dpm++2 trailing": {"use_lu_lambdas": False},
-    "Simple dpm++2 linspace": {"use_lu_lambdas": False, "timestep_spacing": "linspace"},
-    "Simple dpm++2 leading": {"use_lu_lambdas": False, "timestep_spacing": "leading"},
-    "Simple dpm++2 lu no-lof": {"lower_order_final": False},
-    "Simple dpm++3 trailing": {"solver_order": 3, "use_lu_lambdas": False},
-    "Simple dpm++3 lu": {"solver_order": 3},
-    "Simple dpm++3 lu no-lof": {"solver_order": 3, "lower_order_final": False},
-    "Simple dpm++3 lu to t=0": {"solver_order": 3, "set_alpha_to_one": False},
+    "Simple unipc order 2": {"solver_order": 2},
+    "Simple unipc log-SNR-uniform": {"lambda_spacing_power": 1.0},
+    "Simple dpm++3M lu": {"sampler": "dpmsolver++", "solver_order": 3},
+    "Simple dpm++2M trailing": {"sampler": "dpmsolver++", "use_lu_lambdas": False},
+    "Simple calibrated": "calibrate",  # calibrate_timesteps on this mixture (other noise seeds), then the default
 }
 
 
 def describe(scheduler) -> str:
     config = scheduler.config
-    if config.sampler != "dpmsolver++":
-        return f"{config.sampler}, {config.timestep_spacing} spacing"
-    spacing = "log-SNR-uniform steps" if config.use_lu_lambdas else f"{config.timestep_spacing} spacing"
-    return f"dpmsolver++ order {config.solver_order}, {spacing}, lower_order_final={config.lower_order_final}"
+    if config.sampler == "unipc":
+        return (f"unipc order {config.solver_order}, corrector={config.use_corrector}, warped log-SNR grid "
+                f"(last_lambda={config.last_lambda}, lambda_spacing_power={config.lambda_spacing_power})")
+    return f"{config.sampler}, {config.timestep_spacing} spacing"
 
 
 def add_arguments(parser):
     parser.add_argument("--num_samples", type=int, default=20000)
-    parser.add_argument("--repeats", type=int, default=3, help="Independent draws each ratio is averaged over.")
-    parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
-    parser.add_argument("--dim", type=int, default=8)
-    parser.add_argument("--num_components", type=int, default=8)
-    parser.add_argument("--min_std", type=float, default=0.1)
-    parser.add_argument("--max_std", type=float, default=0.4)
+    parser.add_argument("--repeats", type=int, default=2, help="Independent draws each ratio is averaged over.")
+    parser.add_argument("--calls", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10, 15, 20])
     parser.add_argument("--num_directions", type=int, default=256)
-    parser.add_argument("--floor_pairs", type=int, default=8, help="Pairs of true sets per draw for the floor.")
+    parser.add_argument("--floor_pairs", type=int, default=6, help="Pairs of true sets per draw for the floor.")
+    parser.add_argument("--skip_hard", action="store_true", help="Only the 8-D benchmark.")
+
+
+BENCHMARKS = {
+    # name: (dim, num_components, min_std, max_std)
+    "8-D, 8 modes": (8, 8, 0.1, 0.4),
+    "64-D, 16 sharp modes of unequal width": (64, 16, 0.03, 0.3),
+}
+
+
+def calibrated_config(mixture, predictor, calls, dim):
+    scheduler = SimpleScheduler()
+    model = lambda x, t: predictor(x, float(t)).float()  # noqa: E731
+    grids = calibrate_timesteps(model, scheduler, calls, (2000, dim), num_batches=1, seed=12345, fine_steps=120)
+    return {"calibrated_timesteps": grids}
+
+
+def run_benchmark(args, dim, num_components, min_std, max_std):
+    mixture = GaussianMixture.random(dim, num_components, min_std, max_std)
+    predictor = ExactNoisePredictor(mixture, DDPMScheduler().alphas_cumprod)
+    directions = torch.randn(args.num_directions, dim, generator=torch.Generator().manual_seed(1))
+    directions = (directions / directions.norm(dim=1, keepdim=True)).double()
+    start = time.perf_counter()
+    simple = {}
+    for name, config in SIMPLE_CONFIGS.items():
+        if config == "calibrate":
+            config = calibrated_config(mixture, predictor, args.calls, dim)
+        simple[name] = lambda c=config: SimpleScheduler(**c)
+    calibration_time = time.perf_counter() - start
+    families = {"Diffusers": diffusers_configs(), "SimpleScheduler": simple}
+    configs = {**families["Diffusers"], **families["SimpleScheduler"]}
+    steps = {(name, c): steps_for_calls(make, c) for name, make in configs.items() for c in args.calls}
+    distances = {(name, c): [] for name in configs for c in args.calls}
+    nfe, floors = {}, []
+    for repeat in range(args.repeats):
+        seed = 1000 * (repeat + 1)
+        reference = mixture.sample(args.num_samples, torch.Generator().manual_seed(seed))
+        for pair in range(args.floor_pairs):
+            other = mixture.sample(args.num_samples, torch.Generator().manual_seed(seed + 10 + pair))
+            floors.append(sliced_wasserstein(reference, other, directions))
+        noise = torch.randn(args.num_samples, dim, generator=torch.Generator().manual_seed(seed + 1))
+        for name, make_scheduler in configs.items():
+            for c in args.calls:
+                samples, nfe[name, c] = sample(make_scheduler(), steps[name, c], noise, predictor, seed + 2)
+                distances[name, c].append(sliced_wasserstein(samples, reference, directions))
+    floor = sum(floors) / len(floors)
+    ratio = {key: sum(values) / len(values) / floor for key, values in distances.items()}
+    return families, ratio, nfe, floor, calibration_time
+
+
+def table_rows(families, ratio, nfe, calls):
+    rows = []
+    for members in families.values():
+        for name in members:
+            rows.append([name, *(ratio[name, c] if nfe[name, c] == c else f"{ratio[name, c]:.3g} ({nfe[name, c]} calls)"
+                                 for c in calls)])
+    for family, members in families.items():
+        best = [min(members, key=lambda n: ratio[n, c]) for c in calls]
+        rows.append([f"best {family}", *(f"{ratio[n, c]:.3g} ({n})" for n, c in zip(best, calls))])
+    return rows
+
+
+def step_cost(num_steps: int = 20, shape=(16, 3, 64, 64), repeats: int = 5) -> dict[str, float]:
+    """Median time of the scheduler part of a `num_steps` loop (zero model), per step, in microseconds."""
+    x = torch.randn(shape)
+    makers = {
+        "DPMSolverMultistep 2M": lambda: DPMSolverMultistepScheduler(),
+        "UniPCMultistep bh2": lambda: UniPCMultistepScheduler(),
+        "Simple default (unipc + UniC)": lambda: SimpleScheduler(),
+        "Simple calibrated": lambda: SimpleScheduler(calibrated_timesteps={str(num_steps): list(
+            np.linspace(999, 5, num_steps))}),
+    }
+
+    def loop(make):
+        scheduler = make()
+        scheduler.set_timesteps(num_steps)
+        sample = x
+        for t in scheduler.timesteps:
+            sample = scheduler.step(0.1 * x, t, sample).prev_sample
+
+    times = time_interleaved({name: (lambda m=m: loop(m)) for name, m in makers.items()}, repeats=repeats)
+    return {name: 1e6 * value / num_steps for name, value in times.items()}
 
 
 def main():
     args = parse_args(__doc__.splitlines()[0], add_arguments)
     if args.tiny:
-        args.num_samples, args.repeats, args.steps, args.num_directions, args.floor_pairs = 2000, 1, [5, 10], 32, 2
+        args.num_samples, args.repeats, args.calls, args.num_directions, args.floor_pairs = 2000, 1, [5, 10], 32, 2
+        args.skip_hard = True
     start = time.perf_counter()
-    mixture = GaussianMixture.random(args.dim, args.num_components, args.min_std, args.max_std)
-    predictor = ExactNoisePredictor(mixture, DDPMScheduler().alphas_cumprod)
-    directions = torch.randn(args.num_directions, args.dim, generator=torch.Generator().manual_seed(1))
-    directions = (directions / directions.norm(dim=1, keepdim=True)).double()
+    results = {}
+    for bench, spec in BENCHMARKS.items():
+        if args.skip_hard and bench != next(iter(BENCHMARKS)):
+            continue
+        results[bench] = run_benchmark(args, *spec)
+    costs = step_cost(repeats=2 if args.tiny else 7)
 
-    families = {
-        "Diffusers": diffusers_configs(),
-        "SimpleScheduler": {n: (lambda c=c: SimpleScheduler(**c)) for n, c in SIMPLE_CONFIGS.items()},
-    }
-    configs = {**families["Diffusers"], **families["SimpleScheduler"]}
-    distances = {(name, steps): [] for name in configs for steps in args.steps}
-    nfe = {}
-    floors = []
-    for repeat in range(args.repeats):
-        seed = 1000 * (repeat + 1)
-        reference = mixture.sample(args.num_samples, torch.Generator().manual_seed(seed))
-        for pair in range(args.floor_pairs):  # the floor is cheap: estimate it from more pairs than the samplers
-            other = mixture.sample(args.num_samples, torch.Generator().manual_seed(seed + 10 + pair))
-            floors.append(sliced_wasserstein(reference, other, directions))
-        noise = torch.randn(args.num_samples, args.dim, generator=torch.Generator().manual_seed(seed + 1))
-        for name, make_scheduler in configs.items():
-            for steps in args.steps:
-                samples, nfe[name, steps] = sample(make_scheduler(), steps, noise, predictor, seed + 2)
-                distances[name, steps].append(sliced_wasserstein(samples, reference, directions))
-    floor = sum(floors) / len(floors)
-    ratio = {key: sum(values) / len(values) / floor for key, values in distances.items()}
+    headers = ["scheduler"] + [f"{c} calls" for c in args.calls]
+    first = next(iter(results))
+    families, ratio, nfe, floor, calibration_time = results[first]
+    rows = table_rows(families, ratio, nfe, args.calls)
 
-    headers = ["scheduler"] + [f"{steps} steps" for steps in args.steps]
-    rows = []
-    for name in configs:
-        cells = [ratio[name, s] if nfe[name, s] == s else f"{ratio[name, s]:.3g} ({nfe[name, s]} NFE)" for s in args.steps]
-        rows.append([name, *cells])
-    for family, members in families.items():
-        best = [min(members, key=lambda n: ratio[n, s]) for s in args.steps]
-        rows.append([f"best {family}", *(f"{ratio[n, s]:.3g} ({n})" for n, s in zip(best, args.steps))])
-
-    figure, axes = new_figure(ncols=2, width=5.5, height=4.5)
-    for ax, (family, members) in zip(axes[0], families.items()):
-        for i, name in enumerate(members):
-            ax.plot(args.steps, [ratio[name, s] for s in args.steps], "-o", color=matplotlib.colormaps["tab20"](i), label=name, markersize=3,
-                    linewidth=2.5 if name == "Simple default" else 1.2)
+    figure, axes = new_figure(ncols=len(results), width=6, height=4.5)
+    for ax, (bench, (families_b, ratio_b, _, _, _)) in zip(axes[0], results.items()):
+        for family, members in families_b.items():
+            best = [min(ratio_b[n, c] for n in members) for c in args.calls]
+            ax.plot(args.calls, best, "-o", label=f"best {family} (per budget)", markersize=3)
+        ax.plot(args.calls, [ratio_b["Simple default", c] for c in args.calls], "-s", linewidth=2.5, label="Simple default")
+        ax.plot(args.calls, [ratio_b["Simple calibrated", c] for c in args.calls], "-^", label="Simple calibrated")
+        for name in ("DPMSolverMultistep 3M lu", "UniPCMultistep bh2 karras", "DPMSolverMultistep 2M karras"):
+            ax.plot(args.calls, [ratio_b[name, c] for c in args.calls], ":", label=name, linewidth=1)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.axhline(1.5, color="gray", linewidth=0.8, linestyle=":")
-        ax.set(xscale="log", yscale="log", xlabel="model evaluations (steps)", title=f"{family} ({args.dim}-D mixture)")
-        ax.set_xticks(args.steps, [str(s) for s in args.steps], minor=False)
+        ax.set(xscale="log", yscale="log", xlabel="model calls", title=bench)
+        ax.set_xticks(args.calls, [str(c) for c in args.calls], minor=False)
         ax.set_xticks([], minor=True)
         ax.legend(fontsize=6)
     axes[0, 0].set_ylabel("distance / finite-sample floor")
-    axes[0, 1].sharey(axes[0, 0])
 
+    extra = ""
+    for bench, (families_b, ratio_b, nfe_b, floor_b, calibration_b) in list(results.items())[1:]:
+        extra += f"\n#### {bench} (floor {floor_b:.4g}; calibration {calibration_b:.0f} s)\n\n"
+        extra += markdown_table(headers, table_rows(families_b, ratio_b, nfe_b, args.calls)) + "\n"
+    extra += "\n#### Scheduler cost per step (zero model, batch 16x3x64x64, 20 steps)\n\n"
+    base = costs["DPMSolverMultistep 2M"]
+    extra += markdown_table(["scheduler", "us per step", "vs DPMSolverMultistep"],
+                            [[name, value, value / base] for name, value in costs.items()]) + "\n"
+
+    print(extra)
     wall = time.perf_counter() - start
     notes = f"""
 Sliced Wasserstein-1 distance of {args.num_samples} samples to {args.num_samples} fresh true samples, divided by the
-finite-sample floor (the same distance between two independent true sets: {floor:.4g}, mean of {len(floors)} pairs, which
-range from {min(floors):.4g} to {max(floors):.4g}), mean over {args.repeats} draws of initial noise and true samples;
-1.0 = as good as exact sampling. Data: a
-{args.dim}-D mixture of {args.num_components} Gaussians (std {args.min_std} to {args.max_std}), exact noise predictor
-E[eps | x_t]. Linear betas, 1000 train steps, no clipping; each scheduler otherwise at its defaults ("Simple default" is
-`SimpleScheduler()`: {describe(SimpleScheduler())}). `lu`: use_lu_lambdas=True (SimpleScheduler's default), steps uniform
-in log-SNR; `no-lof`: lower_order_final=False; `to t=0`: set_alpha_to_one=False. {machine_description(args.num_threads)}; wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
+finite-sample floor (the same distance between two independent true sets), mean over {args.repeats} draws; 1.0 = as
+good as exact sampling. Columns are model calls (Heun: 2 per step but the last; "(k calls)" marks a scheduler that
+cannot make exactly that many). Exact noise predictor E[eps | x_t] of Gaussian mixtures (fractional timesteps
+interpolate log sigma between train timesteps). Linear betas, 1000 train steps, no clipping. "Simple default" is
+`SimpleScheduler()`: {describe(SimpleScheduler())}; "Simple calibrated" adds grids from
+`diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points).
+First table: {first} (floor {floor:.4g}; calibration {calibration_time:.0f} s). {machine_description(args.num_threads)};
+wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
+{extra}
 """
-    write_results(args.output_dir, "sampler_accuracy", "Sampler accuracy with an exact noise predictor", headers, rows, notes, figure)
+    write_results(args.output_dir, "sampler_accuracy", "Sampler accuracy per model call with an exact noise predictor",
+                  headers, rows, notes, figure)
 
 
 if __name__ == "__main__":

@@ -621,7 +621,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # x_t = alpha_t x_0 + sigma_t eps (alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t)), v = alpha_t eps - sigma_t x_0
         if self.config.prediction_type == "epsilon":  # Ho et al. eq. 15
             eps = model_output
-            x0 = (sample - sigma * eps) / alpha
+            x0 = (sample - sigma * eps) / alpha if isinstance(alpha, torch.Tensor) else torch.add(
+                sample, eps, alpha=-sigma).mul_(1 / alpha)
         elif self.config.prediction_type == "v_prediction":
             x0 = alpha * sample - sigma * model_output
             eps = alpha * model_output + sigma * sample
@@ -814,16 +815,16 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
     def _unipc_update(self, x, index, order, new_x0=None):
         # x_t = sigma_t / sigma_s0 x_s0 - alpha_t (e^{-h} - 1) x0_s0 - alpha_t B(h) sum_k rho_k D_k, D_k = (x0_{s_k} -
         # x0_s0) / r_k (UniP, Zhao et al. eq. 7), plus rho_t (x0_t - x0_s0) with the new point for UniC (eq. 8).
+        # Evaluated as one linear combination of x and the x_0 (one in-place operation per tensor).
         alpha_t, sigma_t, sigma_s0 = self._alphas[index + 1], self._sigmas[index + 1], self._sigmas[index]
         history = self.model_outputs  # for UniC: the x_0 up to s0, before the new one is added
-        m0 = history[-1]
         rks, rhos, h_phi_1, B_h = self._unipc_coefficients(index, order, new_x0 is not None)
-        out = (sigma_t / sigma_s0) * x - alpha_t * h_phi_1 * m0
-        differences = [(history[-1 - k] - m0) / rks[k - 1] for k in range(1, order)]
-        if new_x0 is not None:
-            differences.append(new_x0 - m0)
-        for rho, difference in zip(rhos, differences):
-            out = out - alpha_t * B_h * rho * difference
+        points = [history[-1 - k] for k in range(1, order)] + ([new_x0] if new_x0 is not None else [])
+        coefficients = [-alpha_t * B_h * rho / rk for rho, rk in zip(rhos, rks)]
+        out = x * (sigma_t / sigma_s0)
+        out.add_(history[-1], alpha=-alpha_t * h_phi_1 - sum(coefficients))
+        for point, coefficient in zip(points, coefficients):
+            out.add_(point, alpha=coefficient)
         return out
 
     def _unipc_step(self, x0, x_t, index):
