@@ -14,6 +14,10 @@ Papers:
 - DDIM: Song, Meng, Ermon 2021, "Denoising Diffusion Implicit Models", https://huggingface.co/papers/2010.02502
 - DPM-Solver++: Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
   https://huggingface.co/papers/2211.01095
+- UniPC: Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion Models",
+  https://huggingface.co/papers/2302.04867 (the default sampler: predictor UniP, corrector UniC at no extra call)
+- Calibrated grids (`calibrated_timesteps`, made by `diffusers-simple-calibrate`): Chen et al. 2024, "On the
+  Trajectory Regularity of ODE-based Diffusion Sampling" (GITS), https://huggingface.co/papers/2405.11326
 """
 
 import inspect
@@ -168,8 +172,10 @@ def check_calibrated_timesteps(calibrated_timesteps, num_train_timesteps: int):
 
 class SimpleScheduler(SchedulerMixin, ConfigMixin):
     """
-    `SimpleScheduler` holds the DDPM forward process (`add_noise`) and three samplers that reverse it: ancestral DDPM
-    sampling, DDIM, and multistep DPM-Solver++. The config keys mean the same as in [`DDPMScheduler`],
+    `SimpleScheduler` holds the DDPM forward process (`add_noise`) and four samplers that reverse it: ancestral DDPM
+    sampling, DDIM, multistep DPM-Solver++ and (the default) UniPC with its corrector. `num_inference_steps` is exactly
+    the number of model calls; the ODE samplers end on the clean sample without a call at t = 0 (except where
+    `"dpmsolver++"` reproduces `DPMSolverMultistepScheduler`'s own grids, e.g. `use_lu_lambdas=True`). The config keys mean the same as in [`DDPMScheduler`],
     [`DDIMScheduler`] and [`DPMSolverMultistepScheduler`], so `from_config` works in both directions and keeps the
     noise schedule. Unlike `DDIMScheduler`, the previous timestep is always read from the actual timestep sequence
     (correct for every `timestep_spacing`).
@@ -192,17 +198,21 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             them exactly.
         trained_betas (`np.ndarray` or `list[float]`, *optional*):
             Betas to use directly instead of `beta_schedule`; must have `num_train_timesteps` entries.
-        sampler (`str`, defaults to `"dpmsolver++"`):
+        sampler (`str`, defaults to `"unipc"`):
             The reverse process used by `step`: `"ddpm"` (ancestral sampling, Ho et al. 2020), `"ddim"` (Song et al.
-            2021, stochasticity set by `eta`) or `"dpmsolver++"` (multistep DPM-Solver++, Lu et al. 2022).
+            2021, stochasticity set by `eta`), `"dpmsolver++"` (multistep DPM-Solver++, Lu et al. 2022, the same
+            timesteps and samples as `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")` with this config) or
+            `"unipc"` (UniPC bh2 with the UniC corrector, Zhao et al. 2023, on fractional timesteps of a warped
+            log-SNR grid; the most accurate at 3-20 model calls, see benchmarks/results/sampler_accuracy.md).
         variance_type (`str`, defaults to `"fixed_small"`):
             Noise variance of the `"ddpm"` sampler: `"fixed_small"` (the posterior variance beta_tilde_t) or
             `"fixed_large"` (beta_t). `None`, as saved by `DPMSolverMultistepScheduler`, means `"fixed_small"`.
         eta (`float`, defaults to 0.0):
             Weight of the noise of the `"ddim"` sampler, in [0, 1]: 0 is deterministic DDIM, 1 matches DDPM's
             `"fixed_small"` posterior. `step(..., eta=...)` overrides it per call.
-        solver_order (`int`, defaults to 2):
-            Order of the `"dpmsolver++"` sampler: 1 (equal to DDIM with `eta=0`), 2 or 3.
+        solver_order (`int`, defaults to 3):
+            Order of the `"dpmsolver++"` sampler (1: DDIM with `eta=0`, 2 or 3) and of the `"unipc"` predictor (the
+            corrector adds one).
         lower_order_final (`bool`, defaults to `True`):
             For `"dpmsolver++"` with fewer than 15 steps, use first order on the last step and at most second order
             on the one before it, which stabilises few-step sampling (as in `DPMSolverMultistepScheduler`).
@@ -227,9 +237,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             `use_lu_lambdas=False`.
         use_lu_lambdas (`bool`, defaults to `True`):
             For `sampler="dpmsolver++"` only (the same key and meaning as in `DPMSolverMultistepScheduler`): steps
-            uniform in log-SNR lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022), rounded to integer train
-            timesteps with duplicates removed (so possibly fewer steps). The most accurate setting at 5-20 steps
-            (see benchmarks/results/sampler_accuracy.md); `DPMSolverMultistepScheduler.from_config` keeps it.
+            uniform in log-SNR lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022), the model called at the rounded
+            timesteps (repeats kept) and the solver stepping with the unrounded ones, as Diffusers does.
         steps_offset (`int`, defaults to 0):
             An offset added to the `"leading"` timesteps, as required by some model families.
         rescale_betas_zero_snr (`bool`, defaults to `False`):
@@ -239,6 +248,17 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             Where the last step goes: to `abar = 1` (the clean sample; DDPM, DDIM's default and
             DPMSolverMultistep's `final_sigmas_type="zero"`) or, if `False`, to the noise level of train timestep 0
             (DDIM's `set_alpha_to_one=False`, DPMSolverMultistep's `final_sigmas_type="sigma_min"`).
+        use_corrector (`bool`, defaults to `True`):
+            For `"unipc"`: apply UniC after each model call (one order more accuracy, no extra call).
+        last_lambda (`float`, defaults to 3.0):
+            For `"unipc"`: the half log-SNR lambda = log(alpha / sigma) of the last model call (capped at that of
+            train timestep 1); the last step then lands on the clean sample.
+        lambda_spacing_power (`float`, defaults to 0.7):
+            For `"unipc"`: lambda_i = lambda_{T-1} + (last_lambda - lambda_{T-1}) (i / (n - 1))^p; 1 is
+            log-SNR-uniform, smaller values spend more calls at high noise.
+        calibrated_timesteps (`dict[str, list[float]]`, *optional*):
+            Per-model grids for the ODE samplers, `{"N": [N strictly decreasing timesteps]}`, used by
+            `set_timesteps(N)`; made by `diffusers_simple_training.calibrate` (`diffusers-simple-calibrate`).
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
