@@ -16,7 +16,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 from PIL import Image
 
-from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
+from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
 from diffusers_simple.pipeline_simple import repaint_path, slerp
 from test_pipeline import final_latents, no_unet_call, rounding_bound, tiny_pipeline
 
@@ -59,8 +59,12 @@ class GaussianDenoiser(ModelMixin, ConfigMixin):
     E[eps | x_t] = sqrt(1 - abar) (x_t - sqrt(abar) mean) / (abar std^2 + 1 - abar), in float64."""
 
     @register_to_config
-    def __init__(self, sample_size=8, in_channels=1, mean=0.2, std=0.3, prediction_type="epsilon"):
+    def __init__(self, sample_size=8, in_channels=1, mean=0.2, std=0.3, prediction_type="epsilon", class_means=None,
+                 num_class_embeds=None):
+        """With `class_means`, class c has mean `class_means[c]` (and `num_class_embeds` is their number)."""
         super().__init__()
+        if class_means is not None:
+            self.register_to_config(num_class_embeds=len(class_means))
         self.register_buffer("alphas_cumprod", SimpleScheduler().alphas_cumprod.double(), persistent=False)
         self.unused = torch.nn.Parameter(torch.zeros(()))  # gives the model a dtype and device
 
@@ -74,7 +78,10 @@ class GaussianDenoiser(ModelMixin, ConfigMixin):
     def forward(self, sample, timestep, class_labels=None):
         a = self.abar(timestep)
         x = sample.double()
-        eps = (1 - a).sqrt() * (x - a.sqrt() * self.config.mean) / (a * self.config.std**2 + 1 - a)
+        mean = self.config.mean
+        if class_labels is not None:
+            mean = torch.tensor(self.config.class_means, dtype=torch.float64)[class_labels].view(-1, 1, 1, 1)
+        eps = (1 - a).sqrt() * (x - a.sqrt() * mean) / (a * self.config.std**2 + 1 - a)
         if self.config.prediction_type == "v_prediction":
             x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
             eps = a.sqrt() * eps - (1 - a).sqrt() * x0
@@ -326,8 +333,13 @@ def test_inpainting_with_an_exact_model_samples_the_data(sampler):
     out = edit(pipe, image=images, mask_image=half_mask(), batch_size=64, num_inference_steps=steps, jump_length=5,
                jump_n_sample=2)
     regenerated = out[:, :4] * 2 - 1
+    generated = edit(pipe, batch_size=64, num_inference_steps=steps) * 2 - 1
+    # like generation with the same sampler and steps (4096 and 2048 pixels: standard errors ~0.005 and ~0.004), and
+    # near the data (50 steps of DDIM and DPM-Solver++ leave this narrow distribution ~10% narrow)
+    assert abs(regenerated.mean() - generated.mean()) < 0.02 and abs(regenerated.std() - generated.std()) < 0.02, \
+        (regenerated.mean(), generated.mean(), regenerated.std(), generated.std())
     mean, std = pipe.unet.config.mean, pipe.unet.config.std
-    assert abs(regenerated.mean() - mean) < 0.02 and abs(regenerated.std() - std) < 0.02, (regenerated.mean(), regenerated.std())
+    assert abs(regenerated.mean() - mean) < 0.02 and abs(regenerated.std() - std) < 0.045, (regenerated.mean(), regenerated.std())
     np.testing.assert_allclose(out[:, 4:], 0.95, atol=1e-6)
 
 
@@ -358,9 +370,11 @@ def test_inversion_of_gaussian_data_is_the_exact_flow(prediction_type):
         assert out.reconstruction.shape == images.shape
         torch.testing.assert_close(out.reconstruction_error, ((out.reconstruction - images) ** 2).mean((1, 2, 3)).sqrt())
     assert abar_first < 1e-4
-    assert flow_errors[0] > flow_errors[1] > flow_errors[2] and flow_errors[2] < 0.01, flow_errors
-    assert reconstruction_errors[0] > reconstruction_errors[1] > reconstruction_errors[2], reconstruction_errors
-    assert reconstruction_errors[2] < 2e-3, reconstruction_errors
+    # first order: about 4 times smaller for 4 times the steps
+    assert flow_errors[0] > 3 * flow_errors[1] > 9 * flow_errors[2] and flow_errors[2] < 0.05, flow_errors
+    # measured 0.083, 0.019, 0.0049 (pixel RMS): first order too
+    assert reconstruction_errors[0] > 3 * reconstruction_errors[1] > 9 * reconstruction_errors[2], reconstruction_errors
+    assert reconstruction_errors[2] < 0.01, reconstruction_errors
     # fixed-point iterations make each inverse step the exact inverse of the DDIM step: float32 roundoff remains
     exact = pipe.invert(images, num_inference_steps=10, fixed_point_iterations=20, output_type="pt")
     assert exact.reconstruction_error.max() < 1e-5, exact.reconstruction_error
@@ -375,8 +389,9 @@ def test_inversion_output_and_arguments(pipe):
     torch.testing.assert_close(latents, out.latents, rtol=0, atol=0)
     assert reconstruction is None and error is None
     # deterministic, and whatever the scheduler's sampler: only its timesteps matter
-    ddim = SimpleDiffusionPipeline(unet=pipe.unet, scheduler=SimpleScheduler(sampler="ddim", use_lu_lambdas=False))
-    torch.testing.assert_close(ddim.invert(images, num_inference_steps=3).latents, out.latents, rtol=0, atol=0)
+    ddpm, ddim = (SimpleDiffusionPipeline(unet=pipe.unet, scheduler=SimpleScheduler(sampler=s)) for s in ("ddpm", "ddim"))
+    torch.testing.assert_close(ddim.invert(images, num_inference_steps=3).latents,
+                               ddpm.invert(images, num_inference_steps=3).latents, rtol=0, atol=0)
     with no_unet_call(pipe):
         for kwargs, match in [({"fixed_point_iterations": -1}, r"`fixed_point_iterations` has to be an int >= 0"),
                               ({"num_inference_steps": 0}, r"num_inference_steps"),
@@ -419,16 +434,22 @@ def test_interpolation_between_two_images_reproduces_the_ends(pipe):
 
 
 def test_interpolation_between_class_labels():
-    pipe = tiny_pipeline(num_class_embeds=3)
-    latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    """Gaussian classes of one std differ only in their means, and eps is linear in the mean: the mixture
+    (1 - w) eps(x, c_0) + w eps(x, c_1) is the eps of the class with mean (1 - w) m_0 + w m_1. So the midpoint between
+    the classes of means -0.4 and 0.4 is exactly the class of mean 0."""
+    pipe = gaussian_pipeline(class_means=[-0.4, 0.0, 0.4], std=0.2)
+    latents = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     def frames(labels, **kwargs):
-        return pipe.interpolate(latents=latents, class_labels=labels, num_images=3, num_inference_steps=3,
+        return pipe.interpolate(latents=latents, class_labels=labels, num_images=3, num_inference_steps=10,
                                 output_type="pt", **kwargs).images
-    mixed, first, last = frames([0, 2]), frames(0), frames([2, 2])
-    torch.testing.assert_close(mixed[0], first[0], rtol=0, atol=1e-6)  # w = 0: class 0 only
-    torch.testing.assert_close(mixed[-1], last[-1], rtol=0, atol=1e-6)  # w = 1: class 2 only
-    assert not torch.allclose(mixed[1], first[1]) and not torch.allclose(mixed[1], last[1])
-    assert torch.isfinite(frames([0, 1], guidance_scale=2.0)).all()
+    mixed, middle = frames([0, 2]), frames(1)
+    torch.testing.assert_close(mixed[1], middle[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(mixed[0], frames(0)[0], rtol=0, atol=1e-6)  # w = 0: class 0 only
+    torch.testing.assert_close(mixed[2], frames(2)[2], rtol=0, atol=1e-6)  # w = 1: class 2 only
+    assert mixed[0].mean() < mixed[1].mean() < mixed[2].mean()
+    tiny = tiny_pipeline(num_class_embeds=3)
+    assert torch.isfinite(tiny.interpolate(class_labels=[0, 1], guidance_scale=2.0, num_inference_steps=2,
+                                           output_type="pt").images).all()
     with pytest.raises(ValueError, match=r"3 `class_labels` for `batch_size` 2"):
         frames([0, 1, 2])
 
@@ -496,3 +517,42 @@ def test_every_edit_from_a_checkpoint_where_the_package_cannot_be_imported(tmp_p
     assert "REMOTE-EDITS-OK" in result.stdout, result.stderr[-3000:]
     np.testing.assert_allclose(expected["identity"][0, ..., 0], image[0] / 255, atol=1e-6)
     np.testing.assert_allclose(expected["inpaint"][:, 4:, :, 0], image[:, 4:] / 255, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained_digits_pipeline():
+    """A tiny SimpleUNet (8x8, ~60k parameters) trained for 300 steps on the embedded digits (~1 min on one core)."""
+    from diffusers_simple_training.digits_classifier import digits_images
+    from test_pipeline import TINY_UNET
+
+    images, _ = digits_images(8)
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        unet = SimpleUNet(in_channels=1, out_channels=1, **TINY_UNET)
+    scheduler = SimpleScheduler(sampler="ddim")
+    optimizer = torch.optim.Adam(unet.parameters(), lr=3e-3)
+    for _ in range(300):
+        x0 = images[torch.randint(0, len(images) - 100, (64,), generator=generator)]  # the last 100 held out
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, 1000, (64,), generator=generator)
+        loss = torch.nn.functional.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    pipe = SimpleDiffusionPipeline(unet=unet.eval(), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, (images[-100:] + 1) / 2
+
+
+@pytest.mark.slow
+def test_inversion_of_held_out_digits_with_a_trained_tiny_model(trained_digits_pipeline):
+    pipe, held_out = trained_digits_pipeline
+    errors = {steps: pipe.invert(held_out[:32], num_inference_steps=steps, output_type="pt").reconstruction_error.mean().item()
+              for steps in (10, 20, 50)}
+    exact = pipe.invert(held_out[:32], num_inference_steps=10, fixed_point_iterations=10, output_type="pt")
+    print("reconstruction RMS", errors, "fixed point", exact.reconstruction_error.mean().item())
+    # A learned eps is not the exact one: the error is bounded, falls with the steps, and the fixed-point inversion
+    # removes most of it. Measured: 0.089, 0.046, 0.019 (pixel RMS) at 10, 20, 50 steps; 0.0055 with 10 iterations.
+    assert errors[10] < 0.15 and errors[20] < 0.08 and errors[50] < 0.04 and errors[50] < errors[20] < errors[10], errors
+    assert exact.reconstruction_error.mean() < errors[10] / 2, (exact.reconstruction_error, errors)
