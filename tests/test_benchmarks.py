@@ -122,3 +122,14 @@ def test_time_to_quality_tiny(tmp_path):
         parameters, steps, (wall_time, cpu_time) = float(row[1]), int(row[2]), map(float, row[3].split(" / "))
         assert parameters > 0 and steps >= 2 and wall_time > 0 and cpu_time > 0
     assert all(float(row[5]) > 0 for row in rows)  # digits Fréchet distances
+
+
+@pytest.mark.slow
+def test_editing_tiny(tmp_path):
+    stdout = run_tiny("editing.py", tmp_path)
+    rows = check_outputs(tmp_path, "editing", stdout, ["classifier"])
+    tasks = {row[0] for row in rows}
+    assert {"inpaint top half", "inpaint bottom half", "inversion", "speed, batch 32"} <= tasks
+    assert sum(row[1].startswith("baseline") for row in rows) == 4
+    for row in rows:
+        assert float(row[3]) >= 0, row
