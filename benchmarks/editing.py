@@ -59,7 +59,7 @@ def train_model(model_dir: Path, train_indices, max_train_steps: int):
                "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "training" / "train.py"),
                "--config", str(config), "--dataset_name", str(data_dir), "--output_dir", str(model_dir),
                "--max_train_steps", str(max_train_steps), "--validation_steps", "1000000",
-               "--checkpointing_steps", "1000000"]
+               "--checkpointing_steps", "250", "--resume_from_checkpoint", "latest"]  # a killed run continues
     print("training:", " ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
 

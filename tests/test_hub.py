@@ -36,7 +36,7 @@ NUM_ROWS = 200
 
 @pytest.fixture(scope="session")
 def tiny_digits(hub_server):
-    """Pushes 200 of scikit-learn's 8x8 digits (PNG images + class labels) to the local Hub as a parquet dataset;
+    """Pushes 200 of the embedded 8x8 digits (PNG images + class labels) to the local Hub as a parquet dataset;
     returns the images as one uint8 array and the labels."""
     dataset = load_digits_dataset().select(range(NUM_ROWS))
     dataset.push_to_hub(DATASET_REPO)

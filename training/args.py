@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=str,
         default=None,
         help="A dataset on the Hub, a local dataset folder `load_dataset` understands, or a `save_to_disk` folder. "
-        "Without it and without --train_data_dir, the embedded scikit-learn digits (8x8, labels 0-9) are used.",
+        "Without it and without --train_data_dir, the embedded UCI digits (8x8, labels 0-9, package data) are used.",
     )
     data.add_argument(
         "--dataset_config_name", type=str, default=None, help="The config of the dataset, if it has several."

@@ -4,7 +4,7 @@ Train a diffusers-simple pipeline (SimpleUNet + SimpleScheduler) with the DDPM o
 
     accelerate launch training/train.py --config training/configs/demo.yaml --output_dir outputs/demo
 
-With no dataset argument it trains on the embedded scikit-learn digits. See `python training/train.py --help`.
+With no dataset argument it trains on the embedded UCI digits (package data). See `python training/train.py --help`.
 
 Each step is Algorithm 1 of Ho et al. (2020): draw x_0 from the data, t ~ U{0..T-1} and eps ~ N(0, I), form
 x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps in float32, and regress the model output on eps (or on v or x_0, see
