@@ -210,9 +210,10 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         eta (`float`, defaults to 0.0):
             Weight of the noise of the `"ddim"` sampler, in [0, 1]: 0 is deterministic DDIM, 1 matches DDPM's
             `"fixed_small"` posterior. `step(..., eta=...)` overrides it per call.
-        solver_order (`int`, defaults to 3):
+        solver_order (`int`, defaults to 2):
             Order of the `"dpmsolver++"` sampler (1: DDIM with `eta=0`, 2 or 3) and of the `"unipc"` predictor (the
-            corrector adds one).
+            corrector adds one). 2, as in Diffusers' multistep schedulers: with `"unipc"` it is the more robust choice
+            at 3-10 model calls (order 3 wins at 5 calls but loses at 6 and 8; benchmarks/results/sampler_accuracy.md).
         lower_order_final (`bool`, defaults to `True`):
             For `"dpmsolver++"` with fewer than 15 steps, use first order on the last step and at most second order
             on the one before it, which stabilises few-step sampling (as in `DPMSolverMultistepScheduler`).
@@ -275,7 +276,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         sampler: str = "unipc",
         variance_type: str | None = "fixed_small",
         eta: float = 0.0,
-        solver_order: int = 3,
+        solver_order: int = 2,
         lower_order_final: bool = True,
         prediction_type: str = "epsilon",
         clip_sample: bool = False,

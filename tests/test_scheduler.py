@@ -418,7 +418,7 @@ def test_scheduler_basics():
     assert scheduler.scale_model_input(x, 5) is x
     assert {"DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler"} <= set(scheduler._compatibles)
     assert {DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler} <= set(scheduler.compatibles)
-    assert scheduler.config.sampler == "unipc" and scheduler.config.solver_order == 3
+    assert scheduler.config.sampler == "unipc" and scheduler.config.solver_order == 2
     assert scheduler.config.timestep_spacing == "trailing" and scheduler.config.clip_sample is False
     assert scheduler.config.use_lu_lambdas is True
 
