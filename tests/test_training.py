@@ -111,6 +111,8 @@ def test_config_file_errors(tmp_path):
         (["--resolution", "0"], "--resolution must be a positive integer"),
         (["--class_dropout_prob", "1.5", "--label_column", "label"], r"must be in \[0, 1\)"),
         (["--push_every_save"], "needs --push_to_hub"),
+        (["--calibrate_budgets", "5", "0"], "--calibrate_budgets must be positive"),
+        (["--calibrate_budgets", "5", "--sampler", "ddpm"], "needs an ODE sampler"),
     ],
 )
 def test_bad_argument_combinations(argv, message):
@@ -454,7 +456,7 @@ def digits_run(tmp_path_factory):
     """A short class-conditional run on the embedded digits, with EMA and checkpoints."""
     output_dir = tmp_path_factory.mktemp("digits") / "run"
     args = "--label_column label --class_dropout_prob 0.2 --use_ema --max_train_steps 6 --checkpointing_steps 2 "
-    args += "--checkpoints_total_limit 2 --validation_steps 3 --guidance_scale 2"
+    args += "--checkpoints_total_limit 2 --validation_steps 3 --guidance_scale 2 --calibrate_budgets 2 3"
     run_training(output_dir, *args.split())
     return output_dir
 
@@ -485,6 +487,11 @@ def test_digits_run_exports_a_loadable_pipeline(digits_run):
     pipeline = DiffusionPipeline.from_pretrained(str(digits_run), trust_remote_code=True)
     images = pipeline(batch_size=2, num_inference_steps=2, class_labels=[3, 7], generator=torch.manual_seed(0)).images
     assert [(image.mode, image.size) for image in images] == [("L", (8, 8))] * 2
+    # --calibrate_budgets 2 3: the final export carries calibrated grids, which set_timesteps(N) uses
+    grids = pipeline.scheduler.config.calibrated_timesteps
+    assert sorted(grids) == ["2", "3"] and [len(grids[n]) for n in ("2", "3")] == [2, 3]
+    pipeline.scheduler.set_timesteps(3)
+    assert pipeline.scheduler.timesteps.tolist() == pytest.approx(grids["3"])
 
 
 @pytest.mark.slow

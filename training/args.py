@@ -188,13 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=str,
         default=None,
         choices=SAMPLERS,
-        help="Sampler of the validation images, saved as the pipeline's default (default dpmsolver++).",
+        help="Sampler of the validation images, saved as the pipeline's default (default unipc).",
     )
     scheduler.add_argument(
         "--ddpm_num_inference_steps",
         type=int,
         default=None,
         help="Denoising steps of the validation images (default: 1000 for ddpm, 20 for the others).",
+    )
+    scheduler.add_argument(
+        "--calibrate_budgets",
+        type=int,
+        nargs="+",
+        default=None,
+        help="At the final export, calibrate the time grids for these numbers of model calls (e.g. `5 10`) against a "
+        "fine reference solve and store them in the scheduler config (`diffusers-simple-calibrate` does the same "
+        "for a saved pipeline), so that `pipe(num_inference_steps=N)` uses them.",
     )
 
     train = parser.add_argument_group("training")
@@ -346,6 +355,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     check_floats(args)  # first: a NaN would pass the checks below
     if args.dataset_name is not None and args.train_data_dir is not None:
         raise ValueError("Give either --dataset_name or --train_data_dir, not both.")
+    for budget in args.calibrate_budgets or []:
+        if budget < 1:
+            raise ValueError(f"--calibrate_budgets must be positive numbers of model calls, but holds {budget}.")
+    if args.calibrate_budgets and args.sampler not in (None, "unipc", "dpmsolver++"):
+        raise ValueError(f"--calibrate_budgets needs an ODE sampler (--sampler unipc or dpmsolver++), not {args.sampler!r}.")
     if args.streaming and args.max_train_steps is None:
         raise ValueError("--streaming needs --max_train_steps: the length of a streamed dataset is unknown.")
     if args.class_dropout_prob and args.label_column is None:

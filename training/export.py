@@ -11,6 +11,7 @@ import numpy as np
 
 from diffusers_simple import SimpleDiffusionPipeline
 from diffusers_simple_training.atomic import fsync_tree, replace_path
+from diffusers_simple_training.calibrate import calibrate_pipeline
 from diffusers_simple_training.hub import push_folder_to_hub
 from diffusers_simple_training.model_card import render_model_card
 from diffusers_simple_training.publish import IGNORE_PATTERNS
@@ -76,7 +77,13 @@ def export_run(args, c, state, grid, final: bool, publication: Publication, card
         base_model=card_facts["base_model"],
     )
     with inference_weights(c.model, c.ema, c.accelerator.device):
-        export_pipeline(c.model, c.noise_scheduler, args.output_dir, grid, card)
+        scheduler = c.noise_scheduler
+        if final and args.calibrate_budgets:  # per-model few-step grids, carried by the checkpoint
+            pipeline = SimpleDiffusionPipeline(unet=c.model, scheduler=scheduler)
+            grids = calibrate_pipeline(pipeline, args.calibrate_budgets, seed=state.seed)
+            scheduler = pipeline.scheduler
+            logger.info(f"Calibrated time grids for {sorted(grids, key=int)} model calls: {grids}")
+        export_pipeline(c.model, scheduler, args.output_dir, grid, card)
     logger.info(f"Exported the pipeline at step {state.global_step} to {args.output_dir}.")
     if publication.push and (final or publication.push_every_save):
         try:
