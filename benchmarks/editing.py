@@ -25,7 +25,8 @@ from common import machine_description, parse_args, time_interleaved, write_resu
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
 from diffusers_simple_training.digits import load_digits_dataset
-from diffusers_simple_training.digits_classifier import HELD_OUT, classify, digits_images, load_digits_classifier
+from diffusers_simple_training.digits_classifier import HELD_OUT, digits_images, load_digits_classifier
+from diffusers_simple_training.reference_classifier import classify
 from diffusers_simple_training.frechet import frechet_distance_from_features
 
 ROOT = Path(__file__).resolve().parents[1]

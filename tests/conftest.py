@@ -8,8 +8,10 @@ subprocesses at it through the environment, with a temporary HF_HOME so no real 
 import atexit
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import textwrap
 
 import pytest
 
@@ -56,3 +58,27 @@ def _only_known_hub_endpoints():
     unhandled = HUB.unhandled_requests(since=first)
     if unhandled:
         pytest.fail("The local test Hub could not answer: " + ", ".join(f"{r.method} {r.path}" for r in unhandled))
+
+
+# A fresh interpreter in which `import diffusers_simple` fails, as where the package is not installed: what a
+# checkpoint loaded with `trust_remote_code=True` must run in.
+WITHOUT_PACKAGE_PREAMBLE = """
+import importlib.abc, sys
+class NoDiffusersSimple(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "diffusers_simple":
+            raise ImportError("diffusers_simple is not installed here")
+sys.meta_path.insert(0, NoDiffusersSimple())
+try:
+    import diffusers_simple
+    raise SystemExit("diffusers_simple should not be importable")
+except ImportError:
+    pass
+"""
+
+
+def run_without_package(script: str, cwd) -> subprocess.CompletedProcess:
+    """Runs `script` (dedented) in a fresh interpreter where `diffusers_simple` cannot be imported."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    source = WITHOUT_PACKAGE_PREAMBLE + textwrap.dedent(script)
+    return subprocess.run([sys.executable, "-c", source], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -3,8 +3,6 @@ interpolation; input checks; reproducibility; checkpoints loaded where the packa
 
 import math
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -18,6 +16,7 @@ from PIL import Image
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
 from diffusers_simple.pipeline_simple import repaint_path, slerp
+from conftest import run_without_package
 from test_pipeline import final_latents, no_unet_call, rounding_bound, tiny_pipeline
 
 
@@ -488,17 +487,7 @@ def test_every_edit_from_a_checkpoint_where_the_package_cannot_be_imported(tmp_p
     expected = edits(pipe, Image, str(tmp_path))
     np.savez(tmp_path / "expected.npz", **expected)
     script = textwrap.dedent(f"""
-        import importlib.abc, os, sys
-        class NoDiffusersSimple(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "diffusers_simple":
-                    raise ImportError("diffusers_simple is not installed here")
-        sys.meta_path.insert(0, NoDiffusersSimple())
-        try:
-            import diffusers_simple
-            raise SystemExit("diffusers_simple should not be importable")
-        except ImportError:
-            pass
+        import os
         import numpy as np, torch
         from PIL import Image
         from diffusers import DiffusionPipeline
@@ -512,8 +501,7 @@ def test_every_edit_from_a_checkpoint_where_the_package_cannot_be_imported(tmp_p
             np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-5, err_msg=name)
         print("REMOTE-EDITS-OK", sorted(results))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = run_without_package(script, tmp_path)
     assert "REMOTE-EDITS-OK" in result.stdout, result.stderr[-3000:]
     np.testing.assert_allclose(expected["identity"][0, ..., 0], image[0] / 255, atol=1e-6)
     np.testing.assert_allclose(expected["inpaint"][:, 4:, :, 0], image[:, 4:] / 255, atol=1e-6)

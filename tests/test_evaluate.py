@@ -99,26 +99,26 @@ def test_digits_classifier_trains_fast_caches_and_covers_real_digits(classifier_
         assert torch.equal(value, cached.state_dict()[name])
 
     images, labels = digits_classifier.digits_images(16)
-    features, predictions = digits_classifier.classify(cached, images)
+    features, predictions = reference_classifier.classify(cached, images)
     assert features.shape == (1797, cached.num_features)
     assert (predictions == labels).double().mean() > 0.95
-    coverage, entropy = digits_classifier.class_coverage(predictions)
+    coverage, entropy = reference_classifier.class_coverage(predictions)
     assert coverage == 1.0 and entropy == pytest.approx(math.log2(10), abs=0.02)
     # the digits Fréchet distance: ~0 against itself, large against a single repeated digit
     assert abs(frechet.frechet_distance_from_features(features, features)) < 1e-4  # rank-deficient: float64 noise only
     ones = images[labels == 1]
-    collapsed, _ = digits_classifier.classify(cached, ones)
+    collapsed, _ = reference_classifier.classify(cached, ones)
     assert frechet.frechet_distance_from_features(features, collapsed) > 10 * frechet.frechet_distance_from_features(
         features[:900], features[900:]
     )
     # RGB input is judged like its gray version
-    rgb_features, _ = digits_classifier.classify(cached, images[:8].expand(-1, 3, -1, -1))
+    rgb_features, _ = reference_classifier.classify(cached, images[:8].expand(-1, 3, -1, -1))
     torch.testing.assert_close(rgb_features, features[:8])
 
 
 def test_class_coverage_of_collapsed_and_balanced_predictions():
-    assert digits_classifier.class_coverage(torch.full((50,), 3)) == (0.1, 0.0)
-    coverage, entropy = digits_classifier.class_coverage(torch.tensor([0, 1] * 10))
+    assert reference_classifier.class_coverage(torch.full((50,), 3)) == (0.1, 0.0)
+    coverage, entropy = reference_classifier.class_coverage(torch.tensor([0, 1] * 10))
     assert coverage == 0.2 and entropy == pytest.approx(1.0)
 
 

@@ -3,9 +3,7 @@
 import json
 import os
 import re
-import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from diffusers import (
 
 import diffusers_simple
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
+from conftest import run_without_package
 
 PACKAGE_DIR = os.path.dirname(diffusers_simple.__file__)
 TINY_UNET = dict(sample_size=8, block_out_channels=(16, 32), layers_per_block=1, attention_levels=(False, True),
@@ -313,18 +312,7 @@ def test_loads_with_trust_remote_code_where_package_cannot_be_imported(pipe, sav
     """A fresh interpreter in which `import diffusers_simple` fails loads the folder from its own code and samples."""
     expected = sample(pipe)
     np.save(tmp_path / "expected.npy", expected)
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class NoDiffusersSimple(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "diffusers_simple":
-                    raise ImportError("diffusers_simple is not installed here")
-        sys.meta_path.insert(0, NoDiffusersSimple())
-        try:
-            import diffusers_simple
-            raise SystemExit("diffusers_simple should not be importable")
-        except ImportError:
-            pass
+    script = f"""
         import numpy as np, torch
         from diffusers import DiffusionPipeline
         pipe = DiffusionPipeline.from_pretrained({str(saved_dir)!r}, trust_remote_code=True)
@@ -336,9 +324,8 @@ def test_loads_with_trust_remote_code_where_package_cannot_be_imported(pipe, sav
         np.testing.assert_array_equal(images, np.load({str(tmp_path / "expected.npy")!r}))
         pipe.save_pretrained({str(tmp_path / "resaved")!r})  # a remote-loaded pipeline saves self-contained too
         print("REMOTE-OK")
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    """
+    result = run_without_package(script, tmp_path)
     assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
     for copied in ["pipeline_simple.py", "unet/unet_simple.py", "scheduler/scheduling_simple.py"]:
         assert (tmp_path / "resaved" / copied).read_bytes() == (saved_dir / copied).read_bytes()

@@ -7,12 +7,7 @@ import torch
 
 from diffusers_simple_training.data import ImageTransform
 from diffusers_simple_training.digits import load_digits_dataset
-from diffusers_simple_training.reference_classifier import (  # noqa: F401  (the digits callers' one import)
-    SmallClassifier,
-    class_coverage,
-    classify,
-    load_classifier,
-)
+from diffusers_simple_training.reference_classifier import SmallClassifier, load_classifier
 
 
 HELD_OUT = 297  # digits kept out of training to measure the accuracy (1797 = 1500 + 297)
