@@ -37,7 +37,7 @@ from common import (
 from diffusers import DDPMPipeline
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
-from diffusers_simple.pipeline_simple import DEFAULT_STEPS_ANCESTRAL, DEFAULT_STEPS_FAST
+from diffusers_simple.pipeline_simple import DEFAULT_STEPS_FAST
 from diffusers_simple_training.digits_classifier import digits_images
 from diffusers_simple_training.evaluate import digits_metrics, generate
 
@@ -120,7 +120,8 @@ def main():
         }
         ours = SimpleDiffusionPipeline.from_pretrained(ours_dir)
         official = DDPMPipeline.from_pretrained(official_dir)
-        ours_steps = DEFAULT_STEPS_ANCESTRAL if ours.scheduler.config.sampler == "ddpm" else DEFAULT_STEPS_FAST
+        num_train_timesteps = ours.scheduler.config.num_train_timesteps  # the pipeline's default step counts
+        ours_steps = num_train_timesteps if ours.scheduler.config.sampler == "ddpm" else min(DEFAULT_STEPS_FAST, num_train_timesteps)
         evaluations = [
             ("ours", f"SimpleDiffusionPipeline ({ours.scheduler.config.sampler}, default {ours_steps} steps)", ours, ours_steps),
             ("official", f"DDPMPipeline ({setting['official_steps']} steps)", official, setting["official_steps"]),
