@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-SCRIPTS = ("sampler_accuracy.py", "train_throughput.py", "sampling_speed.py", "time_to_quality.py")
+SCRIPTS = ("sampler_accuracy.py", "train_throughput.py", "sampling_speed.py", "time_to_quality.py", "editing.py")
 
 
 def main() -> None:

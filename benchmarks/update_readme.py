@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ("train_throughput", "sampling_speed", "sampler_accuracy", "time_to_quality")
+ORDER = ("train_throughput", "sampling_speed", "sampler_accuracy", "time_to_quality", "editing")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
