@@ -303,7 +303,7 @@ cannot make exactly that many). Exact noise predictor E[eps | x_t] of Gaussian m
 interpolate log sigma between train timesteps). Linear betas, 1000 train steps, no clipping. "Simple default" is
 `SimpleScheduler()`: {describe(SimpleScheduler())}; "Simple calibrated" adds grids from
 `diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points).
-First table: {first} (floor {floor:.4g}; calibration {calibration_time:.0f} s). {machine_description(args.num_threads)};
+The last table (after the 64-D one and the step costs): {first} (floor {floor:.4g}; calibration {calibration_time:.0f} s). {machine_description(args.num_threads)};
 wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
 {extra}
 """
