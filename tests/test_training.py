@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from diffusers_simple import SimpleScheduler, SimpleUNetOutput
 from diffusers_simple_training import train
 from diffusers_simple_training.args import parse_args
-from diffusers_simple_training.checkpointing import list_checkpoints, replace_path, resolve_checkpoint, write_manifest
+from diffusers_simple_training.atomic import replace_path
+from diffusers_simple_training.checkpointing import list_checkpoints, resolve_checkpoint, write_manifest
 from diffusers_simple_training.data import EpochSampler, ExampleProcessor, ImageTransform, collate, image_channels
 from diffusers_simple_training.model_card import render_model_card
 from diffusers_simple_training.objective import diffusion_loss, min_snr_weights, training_target

@@ -18,13 +18,16 @@ carries them and `pipe(num_inference_steps=N)` uses them.
 
 import argparse
 import math
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers.schedulers.scheduling_utils import SCHEDULER_CONFIG_NAME
 
 from diffusers_simple.scheduling_simple import SimpleScheduler, check_calibrated_timesteps
+from diffusers_simple_training.atomic import fsync_tree, replace_path
 
 
 def _fine_grid(scheduler: SimpleScheduler, fine_steps: int) -> np.ndarray:
@@ -187,8 +190,11 @@ def main(argv=None) -> None:
     pipeline = SimpleDiffusionPipeline.from_pretrained(args.pipeline).to(args.device)
     grids = calibrate_pipeline(pipeline, args.budgets, args.batch_size, args.num_batches, args.seed, args.fine_steps)
     output_dir = args.output_dir or args.pipeline
-    if output_dir == args.pipeline:
-        pipeline.scheduler.save_pretrained(Path(output_dir) / "scheduler")  # only the scheduler config changes
+    if output_dir == args.pipeline:  # only the scheduler config changes: write it aside, then swap it in atomically
+        with tempfile.TemporaryDirectory(dir=output_dir) as staging:
+            pipeline.scheduler.save_pretrained(staging)
+            fsync_tree(staging)
+            replace_path(Path(staging) / SCHEDULER_CONFIG_NAME, Path(output_dir) / "scheduler" / SCHEDULER_CONFIG_NAME)
     else:
         pipeline.save_pretrained(output_dir)
     for n, grid in grids.items():

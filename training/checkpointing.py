@@ -22,7 +22,7 @@ import shutil
 
 import torch
 
-from diffusers_simple_training.atomic import fsync_tree, replace_path  # noqa: F401  (replace_path: re-exported)
+from diffusers_simple_training.atomic import fsync_tree, replace_path
 from diffusers_simple_training.lineage import RunLine, read_marker
 
 

@@ -291,8 +291,6 @@ def push_folder_to_hub(
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"`folder` has to be an existing directory but is {str(folder)!r}.")
-    _check_retry_arguments(retries, backoff_seconds)
-
     api = HfApi(token=token, endpoint=endpoint)
 
     def push():

@@ -117,8 +117,9 @@ def claim_output_dir(lock: RunLock, output_dir: str, resume_path: str | None, re
     else:
         inside = os.path.dirname(os.path.abspath(resume_path)) == os.path.abspath(output_dir)
         newest = not inside or is_newest_of_its_line(resume_path, output_dir)
-        line = line_for_resume(read_trainer_state(resume_path), resume_path, newest)
-        if line.id != read_trainer_state(resume_path).get("line"):
+        saved = read_trainer_state(resume_path)
+        line = line_for_resume(saved, resume_path, newest)
+        if line.id != saved.get("line"):
             logger.info(f"Resuming from {resume_path}, not the newest checkpoint of its line: starting a new line.")
     write_marker(output_dir, line)
     return line
