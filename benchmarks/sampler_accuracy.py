@@ -143,7 +143,8 @@ def diffusers_configs():
 
 SIMPLE_CONFIGS = {
     "Simple default": {},
-    "Simple unipc order 2": {"solver_order": 2},
+    "Simple unipc order 3": {"solver_order": 3},
+    "Simple unipc last_lambda fixed at 3": {"last_lambda_growth": 0.0},
     "Simple unipc log-SNR-uniform": {"lambda_spacing_power": 1.0},
     "Simple dpm++3M lu": {"sampler": "dpmsolver++", "solver_order": 3},
     "Simple dpm++2M trailing": {"sampler": "dpmsolver++", "use_lu_lambdas": False},
@@ -155,7 +156,8 @@ def describe(scheduler) -> str:
     config = scheduler.config
     if config.sampler == "unipc":
         return (f"unipc order {config.solver_order}, corrector={config.use_corrector}, warped log-SNR grid "
-                f"(last_lambda={config.last_lambda}, lambda_spacing_power={config.lambda_spacing_power})")
+                f"(last_lambda={config.last_lambda}, +{config.last_lambda_growth} per call above 10, "
+                f"lambda_spacing_power={config.lambda_spacing_power})")
     return f"{config.sampler}, {config.timestep_spacing} spacing"
 
 

@@ -517,8 +517,11 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
                     f"`jump_length` {jump_length} leaves no room for RePaint's resampling in the {len(timesteps)} steps "
                     f"that run: accepted are 1 to {len(timesteps) - 1}, or `jump_n_sample` 1."
                 )
-        takes_eta = "eta" in inspect.signature(self.scheduler.step).parameters
-        extra_step_kwargs = {"eta": float(eta)} if eta is not None and takes_eta else {}
+        # like Diffusers' `prepare_extra_step_kwargs`: not every scheduler's `step` takes `eta` or `generator`
+        step_parameters = inspect.signature(self.scheduler.step).parameters
+        extra_step_kwargs = {"eta": float(eta)} if eta is not None and "eta" in step_parameters else {}
+        if "generator" in step_parameters:
+            extra_step_kwargs["generator"] = generator
 
         dtype = self.unet.dtype
         if init_image is not None and strength == 0:
@@ -551,7 +554,7 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
                     restart = False
                 t = timesteps[position]
                 model_output = self.predict_noise(latents, t, labels, guidance_scale)
-                latents = self.scheduler.step(model_output, t, latents, generator=generator, **extra_step_kwargs).prev_sample
+                latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs).prev_sample
                 if mask is not None:
                     # RePaint, eq. 8: x_{t-1} = m * x_known + (1 - m) * x_unknown, with m the kept region and the known
                     # part the input noised to the new level, q(x_{t-1} | x_0) (the input itself after the last step)

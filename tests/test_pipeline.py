@@ -14,8 +14,11 @@ from diffusers import (
     DDPMPipeline,
     DDPMScheduler,
     DiffusionPipeline,
+    DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
     UNet2DModel,
+    UniPCMultistepScheduler,
 )
 
 import diffusers_simple
@@ -356,6 +359,17 @@ def test_swap_scheduler_and_back(saved_dir, tmp_path):
     pipe.scheduler = SimpleScheduler.from_config(pipe.scheduler.config)
     torch.testing.assert_close(pipe.scheduler.alphas_cumprod, original.alphas_cumprod, rtol=0, atol=0)
     np.testing.assert_array_equal(sample(pipe), sample(SimpleDiffusionPipeline(unet=pipe.unet, scheduler=original)))
+
+
+@pytest.mark.parametrize("scheduler_class", [UniPCMultistepScheduler, DEISMultistepScheduler, EulerDiscreteScheduler, DDPMScheduler])
+def test_diffusers_schedulers_without_generator_or_eta_arguments_sample(pipe, scheduler_class):
+    # UniPC's and DEIS's `step` take no `generator`, Euler's no `eta`: the pipeline passes each only what it accepts
+    swapped = SimpleDiffusionPipeline(unet=pipe.unet, scheduler=scheduler_class.from_config(pipe.scheduler.config))
+    swapped.set_progress_bar_config(disable=True)
+    first, second = (swapped(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=3, eta=0.0,
+                             output_type="np").images for _ in range(2))
+    assert first.shape == (2, 8, 8, 3) and np.isfinite(first).all()
+    np.testing.assert_array_equal(first, second)  # the generator drives every random draw, DDPM's noise included
 
 
 def test_pickle_unet_weights_are_refused(pipe, tmp_path):

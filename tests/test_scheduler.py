@@ -1,5 +1,6 @@
 """SimpleScheduler against Diffusers' DDPM, DDIM and DPMSolverMultistep schedulers (CPU, offline, ~10 s)."""
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
@@ -682,6 +683,24 @@ def test_unipc_never_calls_the_model_at_t0(config):
     outputs = denoise(scheduler)
     torch.testing.assert_close(outputs[-1].prev_sample, outputs[-1].pred_original_sample, rtol=0, atol=0)
     assert scheduler.timesteps.dtype == torch.float32  # fractional timesteps; the model is called at them
+
+
+def test_unipc_last_call_moves_toward_the_data_above_10_calls():
+    def last_lambda(scheduler, n):
+        scheduler.set_timesteps(n)
+        abar = np.interp(scheduler.timesteps[-1].item(), np.arange(1000), scheduler.alphas_cumprod.double().numpy())
+        return 0.5 * np.log(abar / (1 - abar))
+
+    scheduler = SimpleScheduler()
+    lambda_1 = 0.5 * np.log(scheduler.alphas_cumprod[1].item() / (1 - scheduler.alphas_cumprod[1].item()))
+    # lambda of the last call = last_lambda up to 10 calls, + 0.25 per extra call above, capped at train timestep 1
+    # (atol: the timestep is found by interpolating log sigma between train timesteps, lambda here by abar)
+    for n, expected in [(3, 3.0), (10, 3.0), (11, 3.25), (12, 3.5), (14, min(4.0, lambda_1)), (20, lambda_1), (50, lambda_1)]:
+        assert abs(last_lambda(scheduler, n) - expected) < 0.02, (n, last_lambda(scheduler, n), expected)
+    fixed = SimpleScheduler(last_lambda_growth=0.0)
+    assert abs(last_lambda(fixed, 20) - 3.0) < 0.02
+    with pytest.raises(ValueError, match="last_lambda_growth=-1"):
+        SimpleScheduler(last_lambda_growth=-1)
 
 
 def test_unipc_without_corrector_and_order_1_is_ddim_on_the_same_grid():

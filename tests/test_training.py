@@ -161,6 +161,24 @@ def test_resize_and_center_crop():
     assert small.shape == (3, 16, 16)
 
 
+def test_pad_to_resolution_frames_small_images_and_resizes_large_ones():
+    # a 28x28 image in a 32x32 frame: every pixel kept at its value, a 2-pixel black border around it
+    pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    out = ImageTransform(resolution=32, num_channels=1, pad_to_resolution=True)(Image.fromarray(pixels), np.random.default_rng(0))
+    assert out.shape == (1, 32, 32)
+    np.testing.assert_array_equal(out[0, 2:30, 2:30], pixels.astype(np.float32) / np.float32(127.5) - 1)
+    border = np.ones((32, 32), dtype=bool)
+    border[2:30, 2:30] = False
+    assert np.all(out[0][border] == -1.0)
+    # an odd margin (5x7 in 8x8) and RGB; an image larger than the resolution is resized as without padding
+    rgb = ImageTransform(resolution=8, num_channels=3, pad_to_resolution=True)(Image.new("RGB", (5, 7), (255, 0, 0)), np.random.default_rng(0))
+    assert rgb.shape == (3, 8, 8) and rgb[0, 0:7, 1:6].min() == 1.0 and rgb[0, :, 0].max() == -1.0 and rgb[0, 7].max() == -1.0
+    large = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40), dtype=np.uint8))
+    padded = ImageTransform(resolution=32, num_channels=1, center_crop=True, pad_to_resolution=True)(large, np.random.default_rng(0))
+    resized = ImageTransform(resolution=32, num_channels=1, center_crop=True)(large, np.random.default_rng(0))
+    np.testing.assert_array_equal(padded, resized)
+
+
 def test_random_crop_and_flip_are_functions_of_the_generator():
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 40), dtype=np.uint8))
     transform = ImageTransform(resolution=16, num_channels=1, random_flip=True)

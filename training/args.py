@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--center_crop", action="store_true", help="Crop at the center instead of at a random position.")
     data.add_argument("--random_flip", action="store_true", help="Flip images horizontally with probability 0.5.")
     data.add_argument(
+        "--pad_to_resolution",
+        action="store_true",
+        help="Pad images smaller than --resolution with black to that size (e.g. 28x28 Fashion-MNIST to 32x32) "
+        "instead of resizing them; larger images are still resized and cropped.",
+    )
+    data.add_argument(
         "--num_channels",
         type=int,
         default=None,

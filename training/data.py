@@ -205,18 +205,25 @@ def load_training_data(
 @dataclass
 class ImageTransform:
     """Resize (shorter side), crop and flip like `train_unconditional.py`, then scale to [-1, 1]; returns a float32
-    array of shape `(num_channels, resolution, resolution)`."""
+    array of shape `(num_channels, resolution, resolution)`. With `pad_to_resolution`, an image smaller than the
+    resolution is padded with black around its centre instead of resized (28x28 Fashion-MNIST in a 32x32 frame keeps
+    every pixel as it is); larger images are still resized and cropped."""
 
     resolution: int
     num_channels: int
     center_crop: bool = False
     random_flip: bool = False
+    pad_to_resolution: bool = False
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
         if image.mode in SIXTEEN_BIT_MODES:  # 16-bit grayscale: PIL's convert would clip it at 255 instead of scaling
             image = Image.fromarray(np.round(np.asarray(image, dtype=np.float64) / 257).clip(0, 255).astype(np.uint8))
         image = image.convert(IMAGE_MODES[self.num_channels])
         size = self.resolution
+        if self.pad_to_resolution and max(image.size) <= size:
+            framed = Image.new(image.mode, (size, size))  # black (zero) in every mode
+            framed.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+            image = framed
         scale = size / min(image.size)
         width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
         image = image.resize((width, height), Image.BILINEAR)

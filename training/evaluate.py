@@ -95,6 +95,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     reference.add_argument("--reference_image_column", type=str, default=None, help="Image column (default: the first `Image` feature).")
     reference.add_argument("--reference_label_column", type=str, default=None, help="Label column for a class-conditional NLL (default: the first `ClassLabel`).")
     reference.add_argument("--num_reference", type=int, default=None, help="Use a seeded random subset of this many reference images (default: all).")
+    reference.add_argument(
+        "--pad_to_resolution", action="store_true",
+        help="Pad reference images smaller than the model's resolution with black, as train.py --pad_to_resolution did.",
+    )
 
     networks = parser.add_argument_group("feature networks")
     networks.add_argument(
@@ -203,11 +207,23 @@ def model_geometry(unet) -> tuple[int, int, int | None]:
     return height, unet.config.in_channels, unet.config.get("num_class_embeds")
 
 
+_REFERENCE_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+
 def load_reference(
     args, resolution: int, num_channels: int, need_labels: bool, split: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The reference images (of `split`, default --reference_split) as uint8 `(N, C, H, W)` at the model's resolution
-    and channels, and their labels when `need_labels` (for the NLL of a class-conditional model, or the classifier)."""
+    and channels, and their labels when `need_labels` (for the NLL of a class-conditional model, or the classifier).
+    Kept for the life of the process: evaluating several models against one reference decodes it once."""
+    key = (args.reference, split or args.reference_split, args.reference_image_column, args.reference_label_column,
+           args.num_reference, args.seed, args.pad_to_resolution, resolution, num_channels, need_labels)
+    if key not in _REFERENCE_CACHE:
+        _REFERENCE_CACHE[key] = _decode_reference(args, resolution, num_channels, need_labels, split)
+    return _REFERENCE_CACHE[key]
+
+
+def _decode_reference(args, resolution, num_channels, need_labels, split):
     name = None if args.reference == "digits" else args.reference
     dataset = open_dataset(name, split=split or args.reference_split)[0]
 
@@ -226,7 +242,7 @@ def load_reference(
 
     if args.num_reference is not None and args.num_reference < len(dataset):
         dataset = dataset.select(np.random.default_rng(args.seed).permutation(len(dataset))[: args.num_reference])
-    transform = ImageTransform(resolution, num_channels, center_crop=True)
+    transform = ImageTransform(resolution, num_channels, center_crop=True, pad_to_resolution=args.pad_to_resolution)
     rng = np.random.default_rng(0)  # unused: center crop, no flip
     rows = tqdm(dataset.select_columns([image_column]), desc="Reference images")  # decoded one at a time
     images = [transform(row[image_column], rng) for row in rows]

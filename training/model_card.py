@@ -52,7 +52,11 @@ def hyperparameters(args, num_processes: int, max_train_steps: int, seed: int) -
         "augmentation": ", ".join(
             filter(
                 None,
-                ["center crop" if args.center_crop else "random crop", "horizontal flip" if args.random_flip else ""],
+                [
+                    "padded to the resolution" if args.pad_to_resolution else "",
+                    "center crop" if args.center_crop else "random crop",
+                    "horizontal flip" if args.random_flip else "",
+                ],
             )
         ),
         "seed": seed,

@@ -167,7 +167,9 @@ def set_up(args, accelerator, lock: RunLock):
     unet, noise_scheduler, base_model = build_unet_and_scheduler(args, data)
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    transform = ImageTransform(args.resolution, unet.config.in_channels, args.center_crop, args.random_flip)
+    transform = ImageTransform(
+        args.resolution, unet.config.in_channels, args.center_crop, args.random_flip, args.pad_to_resolution
+    )
     processor = ExampleProcessor(
         transform, data.image_column, data.label_column, data.num_classes, args.decode_errors == "skip"
     )

@@ -1,0 +1,127 @@
+"""Few-step sampling on a trained model: the Fréchet distance of N-call samples to a 1000-step DDPM reference set of
+the same model, in the digits classifier's features (issue 7).
+
+    python benchmarks/sampler_quality_trained.py                # the editing benchmark's model (trained if missing)
+    python benchmarks/sampler_quality_trained.py --model_dir outputs/demo --guidance_scales 1 2
+
+The model: by default the unconditional digits model of `benchmarks/editing.py` (the demo config without labels,
+cached in outputs/editing/model); `--model_dir` takes any saved 16x16 digits pipeline, a class-conditional one with
+and without guidance. The reference: `--num_samples` images from ancestral DDPM with all 1000 steps (cached in the
+model's folder as `ddpm1000_<guidance>_<n>.npy`). Each sampler then draws as many images from other noise at each
+budget of model calls (with classifier-free guidance a call is one batched UNet pass of the conditional and
+unconditional inputs); the distance is measured in the features of the digits classifier
+(diffusers_simple_training.digits_classifier). Samplers: SimpleScheduler's default (UniPC on its warped log-SNR grid),
+the same with grids calibrated on this model (`calibrate_pipeline`, 2 batches of 16, in `--work_dir`), and the best
+Diffusers multistep configurations of `sampler_accuracy.py` (DPMSolverMultistep 2M with Lu's lambdas; UniPC bh2
+karras; DDIM trailing), swapped onto the same UNet.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import machine_description, markdown_table, new_figure, parse_args, write_results
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from editing import CACHE, split, train_model
+
+from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
+from diffusers_simple_training.calibrate import calibrate_pipeline
+from diffusers_simple_training.digits_classifier import load_digits_classifier
+from diffusers_simple_training.frechet import frechet_distance_from_features
+from diffusers_simple_training.reference_classifier import classify
+
+RESOLUTION = 16
+DIFFUSERS = {
+    "DPMSolverMultistep 2M lu": lambda c: DPMSolverMultistepScheduler.from_config(c, use_lu_lambdas=True),
+    "UniPCMultistep bh2 karras": lambda c: UniPCMultistepScheduler.from_config(c, use_karras_sigmas=True),
+    "DDIMScheduler trailing": lambda c: DDIMScheduler.from_config(c, timestep_spacing="trailing"),
+}
+
+
+def add_arguments(parser):
+    parser.add_argument("--model_dir", type=Path, default=CACHE / "model", help="A saved 16x16 digits pipeline.")
+    parser.add_argument("--num_samples", type=int, default=500)
+    parser.add_argument("--calls", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10, 15, 20, 50])
+    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0], help="For a class-conditional model.")
+
+
+def draw(pipe, num_samples: int, seed: int, guidance_scale: float, **kwargs) -> np.ndarray:
+    """`num_samples` images in [-1, 1]; a class-conditional model gets the labels 0..9 in turn."""
+    images = []
+    for start in range(0, num_samples, 250):
+        n = min(250, num_samples - start)
+        generator = torch.Generator().manual_seed(seed + start)
+        if pipe.unet.config.get("num_class_embeds"):
+            kwargs.update(class_labels=[i % 10 for i in range(start, start + n)], guidance_scale=guidance_scale)
+        out = pipe(batch_size=n, generator=generator, output_type="np", **kwargs).images
+        images.append(np.round(out * 255) / 127.5 - 1)  # quantised like saved images
+    return np.concatenate(images).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0], add_arguments)
+    start = time.perf_counter()
+    if args.tiny:
+        args.num_samples, args.calls = 20, [3, 5]
+    if not (args.model_dir / "model_index.json").exists():
+        train_model(args.model_dir, split()[4], 1000)
+    pipe = SimpleDiffusionPipeline.from_pretrained(args.model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    classifier, _ = load_digits_classifier(RESOLUTION)
+
+    def features(images):
+        return classify(classifier, torch.from_numpy(images))[0].numpy()
+
+    calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config))
+    calibration_start = time.perf_counter()
+    calibrate_pipeline(calibrated, [c for c in args.calls if c <= 20], batch_size=16, num_batches=2)
+    calibration_s = time.perf_counter() - calibration_start
+    default = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config, calibrated_timesteps=None))
+    samplers = {"Simple default (UniPC)": default, "Simple calibrated": calibrated}
+    samplers.update({name: SimpleDiffusionPipeline(pipe.unet, make(pipe.scheduler.config)) for name, make in DIFFUSERS.items()})
+    for p in samplers.values():
+        p.set_progress_bar_config(disable=True)
+
+    tables, (figure, axes) = [], new_figure(ncols=len(args.guidance_scales), width=5.5)
+    for column, guidance in enumerate(args.guidance_scales):
+        cached = args.model_dir / f"ddpm1000_{guidance:g}_{args.num_samples}.npy"
+        if not cached.exists():
+            ddpm = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config, sampler="ddpm"))
+            ddpm.set_progress_bar_config(disable=True)
+            np.save(cached, draw(ddpm, args.num_samples, 0, guidance, num_inference_steps=1000))
+        reference = features(np.load(cached))
+        distance = {(name, c): frechet_distance_from_features(reference, features(draw(p, args.num_samples, 10**6, guidance, num_inference_steps=c)))
+                    for name, p in samplers.items() for c in args.calls}
+        rows = [[name, *(distance[name, c] for c in args.calls)] for name in samplers]
+        best = [min(DIFFUSERS, key=lambda n: distance[n, c]) for c in args.calls]
+        rows.append(["best Diffusers", *(f"{distance[n, c]:.3g} ({n})" for n, c in zip(best, args.calls))])
+        if 50 in args.calls and 5 in args.calls:
+            rows.append(["Simple default: 5-call / 50-call distance", distance["Simple default (UniPC)", 5] / distance["Simple default (UniPC)", 50],
+                         *[""] * (len(args.calls) - 1)])
+        tables.append((guidance, rows))
+        ax = axes[0, column]
+        for name in samplers:
+            ax.plot(args.calls, [distance[name, c] for c in args.calls], "-o", markersize=3, label=name,
+                    linewidth=2.5 if name.startswith("Simple") else 1)
+        ax.set(xscale="log", yscale="log", xlabel="model calls", ylabel="Fréchet distance to 1000-step DDPM",
+               title=f"guidance {guidance:g}" if pipe.unet.config.get("num_class_embeds") else "unconditional")
+        ax.legend(fontsize=7)
+
+    headers = ["sampler"] + [f"{c} calls" for c in args.calls]
+    name = "sampler_quality_trained"
+    body = "\n\n".join(f"guidance {g:g}:\n\n" + markdown_table(headers, rows) for g, rows in tables[1:])
+    notes = f"""
+Model `{args.model_dir.relative_to(Path.cwd()) if args.model_dir.is_relative_to(Path.cwd()) else args.model_dir}`
+({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, 16x16 digits). Fréchet
+distance in the digits classifier's features of {args.num_samples} samples per cell to {args.num_samples} samples of
+the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact
+sampler would not reach 0). Calibration of the grids on this model took {calibration_s:.0f} s.
+{machine_description(args.num_threads)}; wall time {time.perf_counter() - start:.0f} s (`benchmarks/sampler_quality_trained.py`).
+{'First table: guidance %g.' % tables[0][0] if len(tables) > 1 else ''}
+"""
+    write_results(args.output_dir, name, "Few-step sampling on a trained model", headers, tables[0][1], notes + ("\n" + body if body else ""), figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Time to quality on Fashion-MNIST at 32x32 (28x28 padded): this project's recipe (`training/train.py --config
+training/configs/fashion_mnist.yaml`) vs the official Diffusers unconditional recipe (`baseline_official_recipe.py`),
+at equal wall-clock budgets on the CPU.
+
+Both train a UNet of the same size (SimpleUNet vs UNet2DModel, 1.7M parameters, channels (32, 64, 64), attention at
+the two lower levels), unconditionally, on the 60,000 training images. A budget of B minutes gives each recipe
+B * 60 / (its measured seconds per bare training step at its batch size, both recipes timed interleaved, 2 threads,
+before any training starts) optimizer steps. So the budgets are those of an idle 2-core machine, whatever else runs
+while the training processes do; they run side by side, one thread each, and each run's own wall and CPU times are
+reported too. Each recipe trains once, for the largest budget (its learning-rate schedule spans that budget); the
+EMA weights are saved at every budget's step, and each is sampled with 20 model calls by each recipe's best sampler:
+this project's default (UniPC) for ours; DPMSolverMultistep (2M) and our UniPC on the official weights for the
+official recipe. Quality: Fréchet distance, precision / recall and class coverage in the features of a classifier
+trained on the training split (`training/evaluate.py`'s `classifier` metric) between the samples and the 10,000 test
+images; the floor is the distance of the training images to the test images.
+
+    make fashion-mnist
+    python benchmarks/time_to_quality_fashion_mnist.py --phase train     # ~1.5x the largest budget
+    python benchmarks/time_to_quality_fashion_mnist.py --phase evaluate  # writes the table and figure
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import (
+    build_unet,
+    device_and_autocast,
+    machine_description,
+    make_train_step,
+    new_figure,
+    parameter_count,
+    parse_args,
+    time_interleaved,
+    write_results,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = REPO / "data" / "fashion-mnist"
+CONFIG = "training/configs/fashion_mnist.yaml"
+RESOLUTION = 32
+UNET = dict(block_out_channels=(32, 64, 64), attention_levels=(False, True, True), attention_head_dim=32, norm_num_groups=8)
+BATCH_SIZES = {"ours": 32, "official": 16}  # the recipes' batch sizes (ours: the config's; official: its documented 16)
+KINDS = {"ours": "SimpleUNet", "official": "UNet2DModel"}
+NUM_CALLS = 20
+
+
+def add_arguments(parser):
+    parser.add_argument("--phase", choices=("train", "evaluate", "all"), default="all")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[5, 10, 20, 40], help="Minutes; each a multiple of the first.")
+    parser.add_argument("--num_samples", type=int, default=2000, help="Generated images per evaluation.")
+    parser.add_argument("--work_dir", type=str, default=str(REPO / "outputs" / "time_to_quality_fashion_mnist"))
+
+
+def plan(args) -> dict:
+    """Seconds per bare training step of each recipe (interleaved, 2 threads) and its steps per budget."""
+    torch.set_num_threads(args.num_threads)
+    device, autocast = device_and_autocast()
+    models = {recipe: build_unet(kind, RESOLUTION, 1, **UNET) for recipe, kind in KINDS.items()}
+    steps = {r: make_train_step(m, BATCH_SIZES[r], RESOLUTION, device, autocast, seed=0) for r, m in models.items()}
+    seconds = time_interleaved(steps, repeats=10, warmup=2)
+    multiples = [round(b / args.budgets[0]) for b in args.budgets]
+    first = {r: int(60 * args.budgets[0] / s) for r, s in seconds.items()}
+    return dict(budgets=args.budgets, seconds_per_step=seconds, parameters={r: parameter_count(m) for r, m in models.items()},
+                steps={r: [k * first[r] for k in multiples] for r in KINDS}, machine=machine_description(args.num_threads))
+
+
+def train_commands(args, p: dict) -> dict:
+    ours, official = p["steps"]["ours"], p["steps"]["official"]
+    return {
+        "ours": [sys.executable, "training/train.py", "--config", CONFIG, "--output_dir", f"{args.work_dir}/ours",
+                 "--dataset_name", str(DATASET), "--max_train_steps", str(ours[-1]), "--checkpointing_steps", str(ours[0]),
+                 "--save_images_epochs", "1000", "--save_model_epochs", "1000"],
+        "official": [sys.executable, "benchmarks/baseline_official_recipe.py", "--output_dir", f"{args.work_dir}/official",
+                     "--dataset_dir", str(DATASET), "--max_train_steps", str(official[-1]), "--num_threads", "1",
+                     "--save_steps", *map(str, official), "--resolution", str(RESOLUTION),
+                     "--block_out_channels", *map(str, UNET["block_out_channels"]),
+                     "--attention_levels", *(str(a).lower() for a in UNET["attention_levels"]),
+                     "--attention_head_dim", str(UNET["attention_head_dim"]), "--norm_num_groups", str(UNET["norm_num_groups"])],
+    }
+
+
+def train(args) -> None:
+    os.makedirs(args.work_dir, exist_ok=True)
+    p = plan(args)
+    print(json.dumps(p, indent=1), flush=True)
+    with open(f"{args.work_dir}/plan.json", "w") as f:  # the evaluation can start from it if the training is cut short
+        json.dump(p, f, indent=1)
+    processes, start = {}, time.perf_counter()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for recipe, command in train_commands(args, p).items():
+        log = open(f"{args.work_dir}/{recipe}.log", "w")
+        processes[recipe] = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    p["train_wall_s"] = {}
+    for recipe, process in processes.items():
+        if process.wait() != 0:
+            raise SystemExit(f"{recipe} training failed: see {args.work_dir}/{recipe}.log")
+        p["train_wall_s"][recipe] = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p["train_cpu_s_both"] = usage.ru_utime + usage.ru_stime
+    with open(f"{args.work_dir}/plan.json", "w") as f:
+        json.dump(p, f, indent=1)
+
+
+def pipelines(args, p: dict, budget_index: int):
+    """(recipe, sampler label, pipeline) to evaluate after the budget's steps, where that checkpoint exists."""
+    from diffusers import DDPMPipeline, DPMSolverMultistepScheduler
+
+    from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
+
+    ours = Path(args.work_dir, "ours", f"checkpoint-{p['steps']['ours'][budget_index]}", "ema")
+    official = Path(args.work_dir, "official", f"step-{p['steps']['official'][budget_index]}")
+    found = []
+    if ours.is_dir():
+        exported = Path(args.work_dir, "ours", "scheduler")
+        # the config's scheduler (train.py exports it with the final pipeline)
+        scheduler = SimpleScheduler.from_pretrained(exported) if exported.is_dir() else SimpleScheduler(prediction_type="v_prediction")
+        found.append(("ours", "UniPC (SimpleScheduler default)", SimpleDiffusionPipeline(SimpleUNet.from_pretrained(ours), scheduler)))
+    if official.is_dir():
+        pipe = DDPMPipeline.from_pretrained(official)
+        dpm = DDPMPipeline(pipe.unet, DPMSolverMultistepScheduler.from_config(pipe.scheduler.config))
+        found.append(("official", "DPMSolverMultistep 2M", dpm))
+        if budget_index == len(p["budgets"]) - 1:
+            unipc = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config))
+            found.append(("official", "UniPC (SimpleScheduler) on the official weights", unipc))
+    return found
+
+
+def evaluate_all(args) -> None:
+    from diffusers_simple_training import evaluate
+
+    with open(f"{args.work_dir}/plan.json") as f:
+        p = json.load(f)
+    options = evaluate.parse_args(["--pretrained_model_name_or_path", "-", "--reference", str(DATASET), "--reference_split",
+                                   "test", "--pad_to_resolution", "--num_samples", str(args.num_samples), "--batch_size",
+                                   "250", "--num_inference_steps", str(NUM_CALLS)])
+    reference, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False)
+    train_images, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False, split="train")
+    # The floor at the same sample size: as many training images as samples, against the test images.
+    subset = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[: args.num_samples]]
+    floor, settings = evaluate.classifier_metrics(subset, None, reference, options, RESOLUTION, 1)
+    results = []
+    for index, budget in enumerate(p["budgets"]):
+        for recipe, sampler, pipeline in pipelines(args, p, index):
+            pipeline.set_progress_bar_config(disable=True)
+            start = time.perf_counter()
+            samples, _ = evaluate.generate(pipeline, options, None)
+            metrics = evaluate.classifier_metrics(samples, None, reference, options, RESOLUTION, 1)[0]
+            steps = p["steps"][recipe][index]
+            results.append(dict(recipe=recipe, budget=budget, steps=steps, images_seen=steps * BATCH_SIZES[recipe],
+                                sampler=sampler, sampling_s=time.perf_counter() - start, **metrics))
+            print(results[-1], flush=True)
+            with open(f"{args.work_dir}/results.json", "w") as f:
+                json.dump(dict(plan=p, floor=floor, classifier=settings, results=results), f, indent=1)
+    report(args, p, floor, settings, results)
+
+
+def report(args, p, floor, settings, results) -> None:
+    names = {"ours": "this project (fashion_mnist.yaml)", "official": "official Diffusers recipe"}
+    headers = ["recipe", "budget (min)", "steps", "images seen", "sampler (20 calls)", "classifier FD", "FD / floor",
+               "precision", "recall", "class coverage"]
+    rows = [[names[r["recipe"]], r["budget"], r["steps"], r["images_seen"], r["sampler"], r["classifier_fd"],
+             r["classifier_fd"] / floor["classifier_fd"], r["precision"], r["recall"], r["class_coverage"]] for r in results]
+    rows.append([f"{args.num_samples} training images (floor)", "-", "-", "-", "-", floor["classifier_fd"], 1.0,
+                 floor["precision"], floor["recall"], floor["class_coverage"]])
+
+    best = {}  # recipe -> [(budget, fd)] with its best sampler per budget
+    for r in results:
+        current = dict(best.setdefault(r["recipe"], {}))
+        best[r["recipe"]][r["budget"]] = min(current.get(r["budget"], float("inf")), r["classifier_fd"])
+    figure, axes = new_figure(ncols=2, width=5)
+    for recipe, points in best.items():
+        budgets = sorted(points)
+        seen = [p["steps"][recipe][p["budgets"].index(b)] * BATCH_SIZES[recipe] for b in budgets]
+        axes[0, 0].plot(budgets, [points[b] for b in budgets], "-o", label=names[recipe])
+        axes[0, 1].plot(seen, [points[b] for b in budgets], "-o", label=names[recipe])
+    for ax, xlabel in zip(axes[0], ("training budget (minutes, idle 2-core CPU)", "training images seen")):
+        ax.axhline(floor["classifier_fd"], color="C2", linestyle="--", label="floor (training images)")
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="classifier Fréchet distance to the test set")
+        ax.legend(fontsize=7)
+    s = p["seconds_per_step"]
+    notes = f"""
+Fashion-MNIST, 32x32 (28x28 padded), 1 channel, unconditional. UNets of {p['parameters']['ours'] / 1e6:.2f}M (SimpleUNet)
+and {p['parameters']['official'] / 1e6:.2f}M (UNet2DModel) parameters, channels {UNET['block_out_channels']}, attention at
+levels {UNET['attention_levels']}. Seconds per bare training step, measured interleaved before training ({p['machine']}):
+{s['ours']:.3f} (SimpleUNet, batch {BATCH_SIZES['ours']}) and {s['official']:.3f} (UNet2DModel, batch {BATCH_SIZES['official']});
+a budget of B minutes is B * 60 / that many steps. Ours: `training/train.py --config {CONFIG}` (v-prediction, min-SNR 5,
+lr 1e-3, batch 32, EMA with warm-up); official: `benchmarks/baseline_official_recipe.py` (epsilon, lr 1e-4, batch 16, EMA,
+DDPMScheduler with clip_sample). Each recipe trained once for the largest budget; the two ran side by side, one thread
+each, in {p.get('train_wall_s', {}).get('ours', float('nan')):.0f} s (ours) and
+{p.get('train_wall_s', {}).get('official', float('nan')):.0f} s (official) of wall time. Classifier: {settings['classifier']},
+held-out accuracy {settings['classifier_held_out_accuracy']:.3f}. {args.num_samples} samples per row, {NUM_CALLS} model
+calls each; the floor is {args.num_samples} training images against the 10,000 test images (the distance of all 60,000
+is {floor['classifier_fd_floor']:.3g}). (`benchmarks/time_to_quality_fashion_mnist.py`)
+"""
+    write_results(args.output_dir, "time_to_quality_fashion_mnist", "Fashion-MNIST quality per training budget",
+                  headers, rows, notes, figure)
+
+
+if __name__ == "__main__":
+    arguments = parse_args(__doc__.splitlines()[0], add_arguments)
+    if not DATASET.is_dir():
+        raise SystemExit(f"{DATASET} does not exist: run `make fashion-mnist` first.")
+    if arguments.phase in ("train", "all"):
+        train(arguments)
+    if arguments.phase in ("evaluate", "all"):
+        evaluate_all(arguments)
