@@ -28,7 +28,15 @@ from diffusers_simple_training import train
 from diffusers_simple_training.args import parse_args
 from diffusers_simple_training.atomic import replace_path
 from diffusers_simple_training.checkpointing import list_checkpoints, resolve_checkpoint, write_manifest
-from diffusers_simple_training.data import EpochSampler, ExampleProcessor, ImageTransform, collate, image_channels
+from diffusers_simple_training.data import (
+    EpochSampler,
+    ExampleProcessor,
+    ImageTransform,
+    TrainBatches,
+    TrainingData,
+    collate,
+    image_channels,
+)
 from diffusers_simple_training.model_card import render_model_card
 from diffusers_simple_training.objective import diffusion_loss, min_snr_weights, training_target
 
@@ -197,6 +205,37 @@ def test_random_crop_and_flip_are_functions_of_the_generator():
         assert any(np.array_equal(out[0][:, ::-1], c) for c in crops)
         flipped += 1
     assert 0 < flipped < len(outputs)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_batches_with_worker_processes_equal_the_main_process_ones_and_resume_exactly(streaming):
+    # --dataloader_num_workers > 0: a map-style dataset gives the same batches (random crops and flips included) as
+    # without workers, and an epoch restarted after k batches (a resume) continues with exactly the uninterrupted
+    # epoch's batch k + 1, ...
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (10, 12), dtype=np.uint8)) for _ in range(23)]
+    dataset = datasets.Dataset.from_dict({"image": images, "label": list(range(23))}).cast_column("label", datasets.ClassLabel(num_classes=23))
+    if streaming:
+        dataset = dataset.to_iterable_dataset(num_shards=2)  # a worker per shard
+    data = TrainingData(dataset, "image", "label", 23, 1, "test", None)
+    processor = ExampleProcessor(ImageTransform(8, 1, random_flip=True), "image", "label", 23)
+
+    def batches(num_workers, epoch, skip=0):
+        loader = TrainBatches(data, processor, batch_size=4, seed=3, num_workers=num_workers)
+        return [(b["pixel_values"], b["class_labels"]) for b in loader.epoch(epoch, skip)]
+
+    for epoch in (0, 1):
+        # a stream is split into shards among the workers, so its order depends on their number (as in `datasets`);
+        # for a given number, resuming is exact
+        uninterrupted = batches(2 if streaming else 0, epoch)
+        assert len(uninterrupted) == 6
+        for got in (batches(2, epoch), batches(2, epoch, skip=2)):
+            expected = uninterrupted[len(uninterrupted) - len(got):]
+            assert len(got) == len(expected) > 0
+            for (pixels, labels), (pixels_0, labels_0) in zip(got, expected):
+                torch.testing.assert_close(pixels, pixels_0, rtol=0, atol=0)
+                torch.testing.assert_close(labels, labels_0, rtol=0, atol=0)
+        assert not torch.equal(batches(0, 0)[0][1], batches(0, 1)[0][1])  # each epoch its own order
 
 
 def test_undecodable_images_raise_or_are_skipped():
