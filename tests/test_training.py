@@ -444,6 +444,12 @@ def test_model_card_metadata_usage_and_metrics(tmp_path):
     assert "| fid | 12.35 |" in card.text and "| kid_mean | 0.01 |" in card.text
     assert "Evaluation settings: num_samples = 1000; scheduler = SimpleScheduler." in card.text
     assert "| batch size (per process x processes x accumulation) | 16 x 2 x 1 = 32 |" in card.text
+    # the metrics are also the card's model-index (Hub metadata), one entry per metric
+    assert card.data.model_name == "pets-ddpm"
+    indexed = {r.metric_type: (r.metric_value, r.task_type, r.dataset_name) for r in card.data.eval_results}
+    assert indexed == {"fid": (12.35, "unconditional-image-generation", "someuser/pets"),
+                       "kid_mean": (0.01, "unconditional-image-generation", "someuser/pets")}
+    assert "model-index:" in (tmp_path / "README.md").read_text()
 
 
 # --- errors before training ------------------------------------------------------------------------------------------

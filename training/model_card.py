@@ -6,7 +6,7 @@ import json
 import os
 from importlib.resources import files
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 
 # `model_cards/` of the checkout, installed as the package data `diffusers_simple_training.model_cards`.
@@ -29,6 +29,26 @@ def read_eval_results(output_dir: str) -> tuple[dict, dict]:
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     }
     return metrics, results.get("settings", {})
+
+
+def model_index_results(metrics: dict, settings: dict, data) -> list[EvalResult]:
+    """The card's `model-index` entries: one per measured metric of `eval_results.json`, on its reference data."""
+    reference = settings.get("reference") or data.hub_id or data.description
+    split = settings.get("reference_split")
+    config = ", ".join(f"{k} {settings[k]}" for k in ("scheduler", "num_inference_steps", "num_samples") if k in settings)
+    return [
+        EvalResult(
+            task_type="unconditional-image-generation",
+            dataset_type=str(reference),
+            dataset_name=str(reference),
+            dataset_split=None if split is None else str(split),
+            metric_type=name,
+            metric_name=name,
+            metric_value=float(value),
+            metric_config=config or None,
+        )
+        for name, value in metrics.items()
+    ]
 
 
 def hyperparameters(args, num_processes: int, max_train_steps: int, seed: int) -> dict:
@@ -91,7 +111,10 @@ def render_model_card(
         feature = data.dataset.features[data.label_column] if data.dataset.features else None
         class_names = getattr(feature, "names", None) or [str(i) for i in range(data.num_classes)]
     tags = TAGS + (["class-conditional"] if class_names else [])
+    metrics, eval_settings = read_eval_results(args.output_dir)
     card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        eval_results=model_index_results(metrics, eval_settings, data) or None,
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
         tags=tags,
@@ -99,7 +122,6 @@ def render_model_card(
         license=args.license,
         base_model=base_model,
     )
-    metrics, eval_settings = read_eval_results(args.output_dir)
     config = unet.config
     levels = len(config.block_out_channels)
     color = {1: "grayscale", 3: "RGB", 4: "RGBA"}[config.in_channels]
