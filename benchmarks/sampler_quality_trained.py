@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from common import machine_description, markdown_table, new_figure, parse_args, write_results
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
-from editing import CACHE, split, train_model
+from editing import CACHE, split, tiny_model, train_model
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training.calibrate import calibrate_pipeline
@@ -62,22 +62,26 @@ def draw(pipe, num_samples: int, seed: int, guidance_scale: float, **kwargs) -> 
 def main():
     args = parse_args(__doc__.splitlines()[0], add_arguments)
     start = time.perf_counter()
-    if args.tiny:
+    if args.tiny:  # a smoke test: an in-process 40-step model, nothing cached
         args.num_samples, args.calls = 20, [3, 5]
-    if not (args.model_dir / "model_index.json").exists():
-        train_model(args.model_dir, split()[4], 1000)
-    pipe = SimpleDiffusionPipeline.from_pretrained(args.model_dir)
+        pipe = tiny_model(split()[0])
+    else:
+        if not (args.model_dir / "model_index.json").exists():
+            train_model(args.model_dir, split()[4], 1000)
+        pipe = SimpleDiffusionPipeline.from_pretrained(args.model_dir)
     pipe.set_progress_bar_config(disable=True)
     classifier, _ = load_digits_classifier(RESOLUTION)
 
     def features(images):
         return classify(classifier, torch.from_numpy(images))[0].numpy()
 
-    calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config))
+    # the package's current default sampler, whatever the checkpoint was saved with
+    config = dict(SimpleScheduler.from_config(pipe.scheduler.config, sampler="unipc", solver_order=2).config)
+    calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
     calibration_start = time.perf_counter()
     calibrate_pipeline(calibrated, [c for c in args.calls if c <= 20], batch_size=16, num_batches=2)
     calibration_s = time.perf_counter() - calibration_start
-    default = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config, calibrated_timesteps=None))
+    default = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config, calibrated_timesteps=None))
     samplers = {"Simple default (UniPC)": default, "Simple calibrated": calibrated}
     samplers.update({name: SimpleDiffusionPipeline(pipe.unet, make(pipe.scheduler.config)) for name, make in DIFFUSERS.items()})
     for p in samplers.values():
@@ -86,11 +90,15 @@ def main():
     tables, (figure, axes) = [], new_figure(ncols=len(args.guidance_scales), width=5.5)
     for column, guidance in enumerate(args.guidance_scales):
         cached = args.model_dir / f"ddpm1000_{guidance:g}_{args.num_samples}.npy"
-        if not cached.exists():
+        if args.tiny or not cached.exists():
             ddpm = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config, sampler="ddpm"))
             ddpm.set_progress_bar_config(disable=True)
-            np.save(cached, draw(ddpm, args.num_samples, 0, guidance, num_inference_steps=1000))
-        reference = features(np.load(cached))
+            reference_images = draw(ddpm, args.num_samples, 0, guidance, num_inference_steps=1000)
+            if not args.tiny:
+                np.save(cached, reference_images)
+        else:
+            reference_images = np.load(cached)
+        reference = features(reference_images)
         distance = {(name, c): frechet_distance_from_features(reference, features(draw(p, args.num_samples, 10**6, guidance, num_inference_steps=c)))
                     for name, p in samplers.items() for c in args.calls}
         rows = [[name, *(distance[name, c] for c in args.calls)] for name in samplers]
@@ -112,7 +120,7 @@ def main():
     name = "sampler_quality_trained"
     body = "\n\n".join(f"guidance {g:g}:\n\n" + markdown_table(headers, rows) for g, rows in tables[1:])
     notes = f"""
-Model `{args.model_dir.relative_to(Path.cwd()) if args.model_dir.is_relative_to(Path.cwd()) else args.model_dir}`
+Model {'(tiny, in-process)' if args.tiny else f'`{args.model_dir}`'}
 ({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, 16x16 digits). Fréchet
 distance in the digits classifier's features of {args.num_samples} samples per cell to {args.num_samples} samples of
 the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact

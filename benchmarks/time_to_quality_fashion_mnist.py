@@ -108,14 +108,21 @@ def train(args) -> None:
         json.dump(p, f, indent=1)
 
 
-def pipelines(args, p: dict, budget_index: int):
+def checkpoint_dir(args, p: dict, recipe: str, budget_index: int) -> Path:
+    """Where a recipe's weights after the budget's steps are: train.py's checkpoint EMA, the baseline's saved pipeline."""
+    steps = p["steps"][recipe][budget_index]
+    if recipe == "ours":
+        return Path(args.work_dir, "ours", f"checkpoint-{steps}", "ema")
+    return Path(args.work_dir, "official", f"step-{steps}")
+
+
+def pipelines(args, p: dict, budget_index: int, last: bool):
     """(recipe, sampler label, pipeline) to evaluate after the budget's steps, where that checkpoint exists."""
     from diffusers import DDPMPipeline, DPMSolverMultistepScheduler
 
     from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
 
-    ours = Path(args.work_dir, "ours", f"checkpoint-{p['steps']['ours'][budget_index]}", "ema")
-    official = Path(args.work_dir, "official", f"step-{p['steps']['official'][budget_index]}")
+    ours, official = (checkpoint_dir(args, p, recipe, budget_index) for recipe in ("ours", "official"))
     found = []
     if ours.is_dir():
         exported = Path(args.work_dir, "ours", "scheduler")
@@ -126,7 +133,7 @@ def pipelines(args, p: dict, budget_index: int):
         pipe = DDPMPipeline.from_pretrained(official)
         dpm = DDPMPipeline(pipe.unet, DPMSolverMultistepScheduler.from_config(pipe.scheduler.config))
         found.append(("official", "DPMSolverMultistep 2M", dpm))
-        if budget_index == len(p["budgets"]) - 1:
+        if last:
             unipc = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config))
             found.append(("official", "UniPC (SimpleScheduler) on the official weights", unipc))
     return found
@@ -137,7 +144,7 @@ def evaluate_all(args) -> None:
 
     with open(f"{args.work_dir}/plan.json") as f:
         p = json.load(f)
-    options = evaluate.parse_args(["--pretrained_model_name_or_path", "-", "--reference", str(DATASET), "--reference_split",
+    options = evaluate.parse_args(["--pretrained_model_name_or_path", "-", "--output_dir", args.work_dir, "--reference", str(DATASET), "--reference_split",
                                    "test", "--pad_to_resolution", "--num_samples", str(args.num_samples), "--batch_size",
                                    "250", "--num_inference_steps", str(NUM_CALLS)])
     reference, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False)
@@ -146,8 +153,10 @@ def evaluate_all(args) -> None:
     subset = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[: args.num_samples]]
     floor, settings = evaluate.classifier_metrics(subset, None, reference, options, RESOLUTION, 1)
     results = []
-    for index, budget in enumerate(p["budgets"]):
-        for recipe, sampler, pipeline in pipelines(args, p, index):
+    reached = [i for i in range(len(p["budgets"])) if all(checkpoint_dir(args, p, r, i).is_dir() for r in KINDS)]
+    for index in reached:
+        budget = p["budgets"][index]
+        for recipe, sampler, pipeline in pipelines(args, p, index, last=index == reached[-1]):
             pipeline.set_progress_bar_config(disable=True)
             start = time.perf_counter()
             samples, _ = evaluate.generate(pipeline, options, None)
