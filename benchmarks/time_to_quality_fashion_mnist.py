@@ -148,7 +148,7 @@ def evaluate_all(args) -> None:
                                    "test", "--pad_to_resolution", "--num_samples", str(args.num_samples), "--batch_size",
                                    "250", "--num_inference_steps", str(NUM_CALLS)])
     reference, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False)
-    train_images, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False, split="train")
+    train_images, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=True, split="train")  # as the classifier's
     # The floor at the same sample size: as many training images as samples, against the test images.
     subset = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[: args.num_samples]]
     floor, settings = evaluate.classifier_metrics(subset, None, reference, options, RESOLUTION, 1)
@@ -194,6 +194,8 @@ def report(args, p, floor, settings, results) -> None:
         ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="classifier Fréchet distance to the test set")
         ax.legend(fontsize=7)
     s = p["seconds_per_step"]
+    stopped = p.get("stopped_after_budget_minutes")
+    stopped = f", but both were stopped after the {stopped:g}-minute budget for lack of time" if stopped else ""
     notes = f"""
 Fashion-MNIST, 32x32 (28x28 padded), 1 channel, unconditional. UNets of {p['parameters']['ours'] / 1e6:.2f}M (SimpleUNet)
 and {p['parameters']['official'] / 1e6:.2f}M (UNet2DModel) parameters, channels {UNET['block_out_channels']}, attention at
@@ -201,8 +203,9 @@ levels {UNET['attention_levels']}. Seconds per bare training step, measured inte
 {s['ours']:.3f} (SimpleUNet, batch {BATCH_SIZES['ours']}) and {s['official']:.3f} (UNet2DModel, batch {BATCH_SIZES['official']});
 a budget of B minutes is B * 60 / that many steps. Ours: `training/train.py --config {CONFIG}` (v-prediction, min-SNR 5,
 lr 1e-3, batch 32, EMA with warm-up); official: `benchmarks/baseline_official_recipe.py` (epsilon, lr 1e-4, batch 16, EMA,
-DDPMScheduler with clip_sample). Each recipe trained once for the largest budget; the two ran side by side, one thread
-each, in {p.get('train_wall_s', {}).get('ours', float('nan')):.0f} s (ours) and
+DDPMScheduler with clip_sample). Each recipe trained once, its learning-rate schedule spanning the largest budget
+({p['budgets'][-1]:g} min){stopped}; the two ran side by side, one thread each, on a machine shared with other jobs, in
+{p.get('train_wall_s', {}).get('ours', float('nan')):.0f} s (ours) and
 {p.get('train_wall_s', {}).get('official', float('nan')):.0f} s (official) of wall time. Classifier: {settings['classifier']},
 held-out accuracy {settings['classifier_held_out_accuracy']:.3f}. {args.num_samples} samples per row, {NUM_CALLS} model
 calls each; the floor is {args.num_samples} training images against the 10,000 test images (the distance of all 60,000
