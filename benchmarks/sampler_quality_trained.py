@@ -46,6 +46,12 @@ def add_arguments(parser):
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0], help="For a class-conditional model.")
 
 
+def shown_path(path: Path) -> str:
+    path = path.resolve()
+    root = Path(__file__).resolve().parents[1]
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def draw(pipe, num_samples: int, seed: int, guidance_scale: float, **kwargs) -> np.ndarray:
     """`num_samples` images in [-1, 1]; a class-conditional model gets the labels 0..9 in turn."""
     images = []
@@ -120,7 +126,7 @@ def main():
     name = "sampler_quality_trained"
     body = "\n\n".join(f"guidance {g:g}:\n\n" + markdown_table(headers, rows) for g, rows in tables[1:])
     notes = f"""
-Model {'(tiny, in-process)' if args.tiny else f'`{args.model_dir}`'}
+Model {'(tiny, in-process)' if args.tiny else f'`{shown_path(args.model_dir)}`'}
 ({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, 16x16 digits). Fréchet
 distance in the digits classifier's features of {args.num_samples} samples per cell to {args.num_samples} samples of
 the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact

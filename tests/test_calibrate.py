@@ -55,20 +55,25 @@ def test_calibration_is_deterministic_and_fits_the_scheduler():
 def test_calibrated_grid_is_at_least_as_accurate_as_the_default_on_its_batches():
     scheduler = SimpleScheduler()
     model = mixture_model(scheduler)
-    grids = calibrate(scheduler, budgets=(4,))
+    grids = calibrate_timesteps(model, scheduler, (3, 4, 5), (8, 4), num_batches=2, seed=0, fine_steps=100)
     calibrated = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=grids)
     fine = SimpleScheduler()
-    fine.set_timesteps(200)
 
-    def run(s, n):
-        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    def run(s, n, seed):
+        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(seed))
         s.set_timesteps(n)
         for t in s.timesteps:
             x = s.step(model(x, t), t, x).prev_sample
         return x
 
-    reference = run(fine, 200)
-    assert (run(calibrated, 4) - reference).abs().mean() <= (run(SimpleScheduler(), 4) - reference).abs().mean()
+    # the first calibration batch is the noise of seed 0; errors against a 200-call solve
+    errors = {n: [(run(s, n, 0) - run(fine, 200, 0)).abs().mean().item() for s in (calibrated, SimpleScheduler())] for n in (3, 4, 5)}
+    assert errors[3][0] < 0.6 * errors[3][1]  # on this mixture the calibrated 3-call grid halves the error
+    assert all(mine <= default * 1.05 for mine, default in errors.values()), errors
+    # where the sampler does better on the default grid (5 calls here), calibration keeps the default grid
+    default = SimpleScheduler()
+    default.set_timesteps(5)
+    assert grids["5"] == pytest.approx(default.timesteps.tolist(), abs=1e-4)
 
 
 @pytest.mark.parametrize("through_files", [False, True])
