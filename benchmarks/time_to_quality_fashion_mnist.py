@@ -211,9 +211,14 @@ def report(args, p, floor, settings, results) -> None:
     target_budget = max(best["official"])
     target = best["official"][target_budget]
     reach = time_to_reach(best["ours"], target)
-    reach = (f"This project's recipe reaches the official recipe's best distance ({target:.3g}, after {target_budget:g} min) "
-             + (f"after about {reach:.1f} min ({reach / target_budget:.2f}x the time; log-log interpolation between budgets)."
-                if reach is not None else "within none of the budgets."))
+    first = min(best["ours"])
+    if reach is None:
+        when = "within none of the budgets."
+    elif reach == first:
+        when = f"already at its first budget: in at most {first:g} min ({first / target_budget:.2f}x the time or less)."
+    else:
+        when = f"after about {reach:.1f} min ({reach / target_budget:.2f}x the time; log-log interpolation between budgets)."
+    reach = f"This project's recipe reaches the official recipe's best distance ({target:.3g}, after {target_budget:g} min) {when}"
     s = p["seconds_per_step"]
     stopped = p.get("stopped_after_budget_minutes")
     stopped = f", but both were stopped after the {stopped:g}-minute budget for lack of time" if stopped else ""
