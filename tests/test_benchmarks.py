@@ -133,3 +133,13 @@ def test_editing_tiny(tmp_path):
     assert sum(row[1].startswith("baseline") for row in rows) == 4
     for row in rows:
         assert float(row[3]) >= 0, row
+
+
+def test_time_to_reach_interpolates_in_log_log():
+    from time_to_quality_fashion_mnist import time_to_reach
+
+    curve = {5: 10.0, 10: 5.0, 20: 3.0}
+    assert time_to_reach(curve, 6.67) == pytest.approx(5 * 2 ** (math.log(10 / 6.67) / math.log(2)))  # between 5 and 10
+    assert time_to_reach(curve, 5.0) == pytest.approx(10.0)
+    assert time_to_reach(curve, 12.0) == 5  # already at the first budget
+    assert time_to_reach(curve, 2.0) is None  # never
