@@ -131,6 +131,17 @@ def build_unet(
     raise ValueError(f"Unknown UNet kind {kind!r}; accepted are {UNET_CLASSES}.")
 
 
+def model_flags(resolution: int, unet: dict) -> list[str]:
+    """The UNet flags shared by train.py and `baseline_official_recipe.py`, from `build_unet`'s keyword arguments."""
+    return [
+        "--resolution", str(resolution),
+        "--block_out_channels", *map(str, unet["block_out_channels"]),
+        "--attention_levels", *(str(a).lower() for a in unet["attention_levels"]),
+        "--attention_head_dim", str(unet["attention_head_dim"]),
+        "--norm_num_groups", str(unet["norm_num_groups"]),
+    ]
+
+
 def device_and_autocast():
     """The device to benchmark on and its autocast context: bf16 on CUDA, none (float32) on CPU."""
     if torch.cuda.is_available():

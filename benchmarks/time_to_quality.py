@@ -27,6 +27,7 @@ from common import (
     device_and_autocast,
     machine_description,
     make_train_step,
+    model_flags,
     new_figure,
     parameter_count,
     parse_args,
@@ -56,18 +57,6 @@ def add_arguments(parser):
     parser.add_argument("--num_samples", type=int, default=None, help="Generated images per evaluation (default 500).")
     parser.add_argument("--official_steps", type=int, default=None,
                         help="Steps of the long DDPMPipeline evaluation (default 100; DDPMPipeline's own default is 1000).")
-
-
-def model_flags(setting) -> list[str]:
-    """The UNet flags shared by train.py and the baseline script."""
-    unet = setting["unet"]
-    return [
-        "--resolution", str(setting["resolution"]),
-        "--block_out_channels", *map(str, unet["block_out_channels"]),
-        "--attention_levels", *(str(a).lower() for a in unet["attention_levels"]),
-        "--attention_head_dim", str(unet["attention_head_dim"]),
-        "--norm_num_groups", str(unet["norm_num_groups"]),
-    ]
 
 
 def train(command: list[str], num_threads: int) -> tuple[float, float]:
@@ -113,10 +102,10 @@ def main():
         times = {
             "ours": train([sys.executable, "training/train.py", "--output_dir", ours_dir, "--seed", "0",
                            "--max_train_steps", str(train_steps["ours"]), "--layers_per_block", *layers_per_block,
-                           *model_flags(setting)], args.num_threads),
+                           *model_flags(setting["resolution"], setting["unet"])], args.num_threads),
             "official": train([sys.executable, "benchmarks/baseline_official_recipe.py", "--output_dir", official_dir,
                                "--max_train_steps", str(train_steps["official"]), "--num_threads", str(args.num_threads),
-                               *model_flags(setting)], args.num_threads),
+                               *model_flags(setting["resolution"], setting["unet"])], args.num_threads),
         }
         ours = SimpleDiffusionPipeline.from_pretrained(ours_dir)
         official = DDPMPipeline.from_pretrained(official_dir)

@@ -35,6 +35,7 @@ from common import (
     device_and_autocast,
     machine_description,
     make_train_step,
+    model_flags,
     new_figure,
     parameter_count,
     parse_args,
@@ -81,10 +82,7 @@ def train_commands(args, p: dict) -> dict:
                  "--save_images_epochs", "1000", "--save_model_epochs", "1000"],
         "official": [sys.executable, "benchmarks/baseline_official_recipe.py", "--output_dir", f"{args.work_dir}/official",
                      "--dataset_dir", str(DATASET), "--max_train_steps", str(official[-1]), "--num_threads", "1",
-                     "--save_steps", *map(str, official), "--resolution", str(RESOLUTION),
-                     "--block_out_channels", *map(str, UNET["block_out_channels"]),
-                     "--attention_levels", *(str(a).lower() for a in UNET["attention_levels"]),
-                     "--attention_head_dim", str(UNET["attention_head_dim"]), "--norm_num_groups", str(UNET["norm_num_groups"])],
+                     "--save_steps", *map(str, official), *model_flags(RESOLUTION, UNET)],
     }
 
 
@@ -150,7 +148,7 @@ def evaluate_all(args) -> None:
                                    "test", "--pad_to_resolution", "--num_samples", str(args.num_samples), "--batch_size",
                                    "250", "--num_inference_steps", str(NUM_CALLS)])
     reference, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False)
-    train_images, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=True, split="train")  # as the classifier's
+    train_images, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False, split="train")
     # The floor at the same sample size: as many training images as samples, against the test images.
     subset = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[: args.num_samples]]
     floor, settings = evaluate.classifier_metrics(subset, None, reference, options, RESOLUTION, 1)
@@ -196,8 +194,8 @@ def report(args, p, floor, settings, results) -> None:
 
     best = {}  # recipe -> [(budget, fd)] with its best sampler per budget
     for r in results:
-        current = dict(best.setdefault(r["recipe"], {}))
-        best[r["recipe"]][r["budget"]] = min(current.get(r["budget"], float("inf")), r["classifier_fd"])
+        points = best.setdefault(r["recipe"], {})
+        points[r["budget"]] = min(points.get(r["budget"], math.inf), r["classifier_fd"])
     figure, axes = new_figure(ncols=2, width=5)
     for recipe, points in best.items():
         budgets = sorted(points)

@@ -207,7 +207,7 @@ def model_geometry(unet) -> tuple[int, int, int | None]:
     return height, unet.config.in_channels, unet.config.get("num_class_embeds")
 
 
-_REFERENCE_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+_REFERENCE_CACHE: dict[tuple, tuple[datasets.Dataset, torch.Tensor]] = {}
 
 
 def load_reference(
@@ -215,40 +215,45 @@ def load_reference(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The reference images (of `split`, default --reference_split) as uint8 `(N, C, H, W)` at the model's resolution
     and channels, and their labels when `need_labels` (for the NLL of a class-conditional model, or the classifier).
-    Kept for the life of the process: evaluating several models against one reference decodes it once."""
-    key = (args.reference, split or args.reference_split, args.reference_image_column, args.reference_label_column,
-           args.num_reference, args.seed, args.pad_to_resolution, resolution, num_channels, need_labels)
-    if key not in _REFERENCE_CACHE:
-        _REFERENCE_CACHE[key] = _decode_reference(args, resolution, num_channels, need_labels, split)
-    return _REFERENCE_CACHE[key]
+    The decoded images are kept for the life of the process: evaluating several models against one reference, with or
+    without its labels, decodes it once."""
+    key = (args.reference, split or args.reference_split, args.reference_image_column, args.num_reference, args.seed,
+           args.pad_to_resolution, resolution, num_channels)
+    dataset, images = _REFERENCE_CACHE.get(key, (None, None))
+    if dataset is None:
+        dataset, image_column = _open_reference(args, split)
+    labels = torch.tensor(dataset[_reference_label_column(args, dataset.features)]) if need_labels else None  # before decoding
+    if images is None:
+        transform = ImageTransform(resolution, num_channels, center_crop=True, pad_to_resolution=args.pad_to_resolution)
+        rng = np.random.default_rng(0)  # unused: center crop, no flip
+        rows = tqdm(dataset.select_columns([image_column]), desc="Reference images")  # decoded one at a time
+        images = np.stack([transform(row[image_column], rng) for row in rows])
+        images = torch.from_numpy(np.round((images + 1) * 127.5)).to(torch.uint8)
+        _REFERENCE_CACHE[key] = dataset, images
+    return images, labels
 
 
-def _decode_reference(args, resolution, num_channels, need_labels, split):
+def _open_reference(args, split: str | None) -> tuple[datasets.Dataset, str]:
+    """The reference dataset (a seeded subset with --num_reference) and its image column."""
     name = None if args.reference == "digits" else args.reference
     dataset = open_dataset(name, split=split or args.reference_split)[0]
-
     features = dataset.features
     image_column = args.reference_image_column or next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
     if image_column not in features or not isinstance(features[image_column], datasets.Image):
         raise ValueError(f"No image column {image_column!r} in the reference dataset; its columns are {dict(features)}.")
-    label_column = None
-    if need_labels:
-        label_column = args.reference_label_column or next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
-        if label_column not in features:
-            raise ValueError(
-                f"The NLL of a class-conditional model needs reference labels: pass --reference_label_column (got {label_column!r}); "
-                f"the columns are {dict(features)}."
-            )
-
     if args.num_reference is not None and args.num_reference < len(dataset):
         dataset = dataset.select(np.random.default_rng(args.seed).permutation(len(dataset))[: args.num_reference])
-    transform = ImageTransform(resolution, num_channels, center_crop=True, pad_to_resolution=args.pad_to_resolution)
-    rng = np.random.default_rng(0)  # unused: center crop, no flip
-    rows = tqdm(dataset.select_columns([image_column]), desc="Reference images")  # decoded one at a time
-    images = [transform(row[image_column], rng) for row in rows]
-    images = torch.from_numpy(np.round((np.stack(images) + 1) * 127.5)).to(torch.uint8)
-    labels = torch.tensor(dataset[label_column]) if label_column else None
-    return images, labels
+    return dataset, image_column
+
+
+def _reference_label_column(args, features) -> str:
+    label_column = args.reference_label_column or next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if label_column not in features:
+        raise ValueError(
+            f"The NLL of a class-conditional model needs reference labels: pass --reference_label_column (got {label_column!r}); "
+            f"the columns are {dict(features)}."
+        )
+    return label_column
 
 
 @torch.no_grad()

@@ -112,8 +112,9 @@ def render_model_card(
         class_names = getattr(feature, "names", None) or [str(i) for i in range(data.num_classes)]
     tags = TAGS + (["class-conditional"] if class_names else [])
     metrics, eval_settings = read_eval_results(args.output_dir)
+    model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
-        model_name=repo_id.split("/")[-1],
+        model_name=model_name,
         eval_results=model_index_results(metrics, eval_settings, data) or None,
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
@@ -128,7 +129,7 @@ def render_model_card(
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
-        model_name=repo_id.split("/")[-1],
+        model_name=model_name,
         repo_id=repo_id,
         resolution=args.resolution,
         color=color,
