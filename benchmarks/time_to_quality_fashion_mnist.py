@@ -88,24 +88,34 @@ def train_commands(args, p: dict) -> dict:
 
 def train(args) -> None:
     os.makedirs(args.work_dir, exist_ok=True)
-    p = plan(args)
+    plan_path = Path(args.work_dir, "plan.json")
+    if plan_path.is_file():  # a run cut short goes on with the same step budgets
+        p = json.loads(plan_path.read_text())
+        if p["budgets"] != args.budgets:
+            raise SystemExit(f"{plan_path} plans budgets {p['budgets']}, not {args.budgets}: pass those, or another --work_dir.")
+    else:
+        p = plan(args)
+        plan_path.write_text(json.dumps(p, indent=1))  # the evaluation can start from it if the training is cut short
     print(json.dumps(p, indent=1), flush=True)
-    with open(f"{args.work_dir}/plan.json", "w") as f:  # the evaluation can start from it if the training is cut short
-        json.dump(p, f, indent=1)
+    commands = train_commands(args, p)
+    if any(Path(args.work_dir, "ours").glob("checkpoint-*")):
+        # ours resumes exactly; the baseline has no resume and trains again (seeded, one thread: the same weights)
+        commands["ours"] += ["--resume_from_checkpoint", "latest"]
     processes, start = {}, time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for recipe, command in train_commands(args, p).items():
-        log = open(f"{args.work_dir}/{recipe}.log", "w")
+    for recipe, command in commands.items():
+        log = open(f"{args.work_dir}/{recipe}.log", "a")
         processes[recipe] = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    p["train_wall_s"] = {}
+    earlier, p["train_wall_s"] = p.get("train_wall_s", {}), {}
     for recipe, process in processes.items():
         if process.wait() != 0:
             raise SystemExit(f"{recipe} training failed: see {args.work_dir}/{recipe}.log")
-        p["train_wall_s"][recipe] = time.perf_counter() - start
+        resumed = "--resume_from_checkpoint" in commands[recipe]
+        p["train_wall_s"][recipe] = time.perf_counter() - start + (earlier.get(recipe, 0) if resumed else 0)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     p["train_cpu_s_both"] = usage.ru_utime + usage.ru_stime
-    with open(f"{args.work_dir}/plan.json", "w") as f:
-        json.dump(p, f, indent=1)
+    p.pop("stopped_after_budget_minutes", None)
+    plan_path.write_text(json.dumps(p, indent=1))
 
 
 def checkpoint_dir(args, p: dict, recipe: str, budget_index: int) -> Path:
@@ -152,21 +162,26 @@ def evaluate_all(args) -> None:
     # The floor at the same sample size: as many training images as samples, against the test images.
     subset = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[: args.num_samples]]
     floor, settings = evaluate.classifier_metrics(subset, None, reference, options, RESOLUTION, 1)
-    results = []
+    saved = Path(args.work_dir, "results.json")
+    # rows already measured with these settings are kept: a cut-short run only evaluates the budgets it adds
+    results = json.loads(saved.read_text())["results"] if saved.is_file() else []
+    results = [r for r in results if r.get("num_samples") == args.num_samples]
+    done = {(r["recipe"], r["budget"], r["sampler"]) for r in results}
     reached = [i for i in range(len(p["budgets"])) if all(checkpoint_dir(args, p, r, i).is_dir() for r in KINDS)]
     for index in reached:
         budget = p["budgets"][index]
         for recipe, sampler, pipeline in pipelines(args, p, index, last=index == reached[-1]):
+            if (recipe, budget, sampler) in done:
+                continue
             pipeline.set_progress_bar_config(disable=True)
             start = time.perf_counter()
             samples, _ = evaluate.generate(pipeline, options, None)
             metrics = evaluate.classifier_metrics(samples, None, reference, options, RESOLUTION, 1)[0]
             steps = p["steps"][recipe][index]
             results.append(dict(recipe=recipe, budget=budget, steps=steps, images_seen=steps * BATCH_SIZES[recipe],
-                                sampler=sampler, sampling_s=time.perf_counter() - start, **metrics))
+                                sampler=sampler, num_samples=args.num_samples, sampling_s=time.perf_counter() - start, **metrics))
             print(results[-1], flush=True)
-            with open(f"{args.work_dir}/results.json", "w") as f:
-                json.dump(dict(plan=p, floor=floor, classifier=settings, results=results), f, indent=1)
+            saved.write_text(json.dumps(dict(plan=p, floor=floor, classifier=settings, results=results), indent=1))
     report(args, p, floor, settings, results)
 
 

@@ -622,13 +622,17 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     assert not (tmp_path / "model_index.json").exists()
 
 
-def _launch(args, output_dir, processes=1):
+def launch_training(args, output_dir, processes=1, config_file=None):
+    """Starts `accelerate launch training/train.py` with a tiny model: DDP with `processes` > 1, or as `config_file`
+    (an Accelerate config) says. Returns the `Popen`."""
     port = socket.socket()
     port.bind(("127.0.0.1", 0))
     command = [ACCELERATE, "launch", *"--num_machines 1 --mixed_precision no --dynamo_backend no".split()]
     command += ["--num_processes", str(processes), "--main_process_port", str(port.getsockname()[1])]
     port.close()
-    if processes > 1:
+    if config_file is not None:
+        command += ["--config_file", config_file]
+    elif processes > 1:
         command.append("--multi_gpu")  # without CUDA, Accelerate runs the processes with the gloo backend
     command += [TRAIN_SCRIPT, *TINY_RUN.split(), *TINY_UNET.split(), "--output_dir", str(output_dir), *args]
     # A session of its own: a SIGKILL to the group ends the launcher and the training processes, like a preemption.
@@ -642,8 +646,8 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     args = "--label_column label --class_dropout_prob 0.3 --dropout 0.1 --random_flip --use_ema --snr_gamma 5 "
     args += "--noise_offset 0.1 --max_train_steps 120 --checkpointing_steps 20 --train_batch_size 8 "
     args = (args + "--gradient_accumulation_steps 2").split()
-    uninterrupted = _launch(args, tmp_path / "a")
-    killed = _launch(args, tmp_path / "b")
+    uninterrupted = launch_training(args, tmp_path / "a")
+    killed = launch_training(args, tmp_path / "b")
     while not list_checkpoints(tmp_path / "b") and killed.poll() is None:
         time.sleep(0.02)
     os.killpg(killed.pid, signal.SIGKILL)
@@ -655,7 +659,7 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     # What a kill during a save leaves behind is ignored: a temporary folder, and a checkpoint without its state file
     shutil.copytree(tmp_path / "b" / f"checkpoint-{step}", tmp_path / "b" / "checkpoint-110.tmp")
     (tmp_path / "b" / "checkpoint-115").mkdir()
-    resumed = _launch(args + ["--resume_from_checkpoint", "latest"], tmp_path / "b")
+    resumed = launch_training(args + ["--resume_from_checkpoint", "latest"], tmp_path / "b")
     output = resumed.communicate()[0]
     assert resumed.returncode == 0, output[-3000:]
     assert f"Resumed from {tmp_path / 'b' / f'checkpoint-{step}'} at step {step}" in output
@@ -668,7 +672,7 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_two_gloo_processes(tmp_path):
     args = "--label_column label --max_train_steps 3 --checkpointing_steps 3 --use_ema"
-    process = _launch(args.split(), tmp_path, processes=2)
+    process = launch_training(args.split(), tmp_path, processes=2)
     output = process.communicate()[0]
     assert process.returncode == 0, output[-3000:]
     assert "Num processes: 2" in output

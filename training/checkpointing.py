@@ -2,10 +2,11 @@
 """Resumable checkpoints: written atomically, verified before use, and kept per run line.
 
 A checkpoint `output_dir/checkpoint-<step>/` holds what `accelerator.save_state` writes (model weights as
-safetensors, optimizer, lr scheduler, gradient scaler, and every process's RNG states), the EMA weights as a
-`SimpleUNet` folder (`ema/`), `trainer_state.json` (step, epoch, position in the epoch, seed, lineage: see
-`lineage.py`) and, written last, `manifest.json`: the size and sha256 of every other file. It is first written to
-`checkpoint-<step>.tmp/`, flushed to disk, and renamed.
+safetensors, optimizer, lr scheduler, gradient scaler, and every process's RNG states; under FSDP the model and
+optimizer state as every process's shards), the full EMA weights as a `SimpleUNet` folder (`ema/`),
+`trainer_state.json` (step, epoch, position in the epoch, seed, lineage: see `lineage.py`) and, written last,
+`manifest.json`: the size and sha256 of every other file. It is first written to `checkpoint-<step>.tmp/`, flushed to
+disk, and renamed.
 
 A checkpoint is complete only with its manifest, and usable only if every file matches it: resuming from a given
 checkpoint refuses an incomplete or corrupt one with a `ValueError` naming the checkpoint and the file; `latest`
@@ -23,6 +24,7 @@ import shutil
 import torch
 
 from diffusers_simple_training.atomic import fsync_tree, replace_path
+from diffusers_simple_training.fsdp import gathered_ema, shard_ema_like
 from diffusers_simple_training.lineage import RunLine, read_marker
 
 
@@ -199,7 +201,9 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     # Saving must not change the random state of training: EMAModel.save_pretrained initialises a model.
     with torch.random.fork_rng(devices=[]):
-        accelerator.save_state(temporary)  # every process writes its own RNG states
+        accelerator.save_state(temporary)  # every process writes its own RNG states (and its shards, under FSDP)
+        if ema is not None:
+            ema = gathered_ema(ema)  # under FSDP every process takes part; the main one saves the full EMA model
         if accelerator.is_main_process:
             if ema is not None:
                 ema.save_pretrained(os.path.join(temporary, EMA_FOLDER))
@@ -239,8 +243,10 @@ def load_checkpoint(accelerator, path: str, ema=None) -> dict:
     if accelerator.process_index < state.get("num_processes", 1) and not os.path.isfile(rng_file):
         raise ValueError(f"The checkpoint {path} is incomplete: {os.path.basename(rng_file)} is missing.")
     if ema is not None:
+        sharded_like = list(ema.shadow_params)
         loaded = type(ema).from_pretrained(os.path.join(path, EMA_FOLDER), model_cls=ema.model_cls)
         ema.load_state_dict(loaded.state_dict())
         ema.to(accelerator.device)
+        shard_ema_like(ema, sharded_like)  # under FSDP, this process keeps its shard of the full EMA weights
     accelerator.load_state(path)
     return state

@@ -15,7 +15,6 @@ from diffusers_simple_training.calibrate import calibrate_pipeline
 from diffusers_simple_training.hub import push_folder_to_hub
 from diffusers_simple_training.model_card import render_model_card
 from diffusers_simple_training.publish import IGNORE_PATTERNS
-from diffusers_simple_training.samples import inference_weights
 
 
 logger = logging.getLogger(__name__)
@@ -54,15 +53,16 @@ class Publication:
     private: bool = False
 
 
-def export_run(args, c, state, grid, final: bool, publication: Publication, card_facts: dict) -> None:
-    """Exports the pipeline of the run (the EMA weights if any) with its card into `args.output_dir` and pushes it
-    when `publication` asks for it. `c` are the loop's components, `state` its `RunState`; `card_facts` the values of
-    the card that do not change during the run (data, max_train_steps, base_model, sampling description, ...)."""
+def export_run(args, c, unet, state, grid, final: bool, publication: Publication, card_facts: dict) -> None:
+    """Exports the pipeline of the run, with `unet` (the weights to publish: `samples.inference_unet`) and its card,
+    into `args.output_dir` and pushes it when `publication` asks for it. `c` are the loop's components, `state` its
+    `RunState`; `card_facts` the values of the card that do not change during the run (data, max_train_steps,
+    base_model, sampling description, ...)."""
     epochs_per_step = card_facts["epochs_per_step"]
     card = render_model_card(
         args,  # the card lists the training arguments
         repo_id=publication.repo_id,
-        unet=c.model,
+        unet=unet,
         scheduler=c.noise_scheduler,
         data=card_facts["data"],
         grid_file=GRID_NAME,
@@ -76,14 +76,13 @@ def export_run(args, c, state, grid, final: bool, publication: Publication, card
         seed=state.seed,
         base_model=card_facts["base_model"],
     )
-    with inference_weights(c.model, c.ema, c.accelerator.device):
-        scheduler = c.noise_scheduler
-        if final and args.calibrate_budgets:  # per-model few-step grids, carried by the checkpoint
-            pipeline = SimpleDiffusionPipeline(unet=c.model, scheduler=scheduler)
-            grids = calibrate_pipeline(pipeline, args.calibrate_budgets, seed=state.seed)
-            scheduler = pipeline.scheduler
-            logger.info(f"Calibrated time grids for {sorted(grids, key=int)} model calls: {grids}")
-        export_pipeline(c.model, scheduler, args.output_dir, grid, card)
+    scheduler = c.noise_scheduler
+    if final and args.calibrate_budgets:  # per-model few-step grids, carried by the checkpoint
+        pipeline = SimpleDiffusionPipeline(unet=unet, scheduler=scheduler)
+        grids = calibrate_pipeline(pipeline, args.calibrate_budgets, seed=state.seed)
+        scheduler = pipeline.scheduler
+        logger.info(f"Calibrated time grids for {sorted(grids, key=int)} model calls: {grids}")
+    export_pipeline(unet, scheduler, args.output_dir, grid, card)
     logger.info(f"Exported the pipeline at step {state.global_step} to {args.output_dir}.")
     if publication.push and (final or publication.push_every_save):
         try:

@@ -12,6 +12,7 @@ from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from diffusers_simple_training.checkpointing import list_checkpoints, save_checkpoint
+from diffusers_simple_training.fsdp import local
 from diffusers_simple_training.lineage import RunLine
 from diffusers_simple_training.objective import diffusion_loss
 
@@ -119,7 +120,7 @@ def _optimizer_step(c: Components, schedule: Schedule, state: RunState, batch: d
 
 def _check_finite_weights(c: Components, schedule: Schedule, state: RunState) -> None:
     """Stops the run, before anything is saved, if the optimizer step made a weight non-finite (on any process)."""
-    flags = torch.stack([torch.isfinite(p.detach()).all() for p in c.unet.parameters()])
+    flags = torch.stack([torch.isfinite(local(p).detach()).all() for p in c.unet.parameters()])  # this shard
     bad = c.accelerator.reduce((~flags).sum().to(c.accelerator.device), reduction="sum")
     if bad:
         raise FloatingPointError(
@@ -130,8 +131,8 @@ def _check_finite_weights(c: Components, schedule: Schedule, state: RunState) ->
 
 
 def train(c: Components, schedule: Schedule, state: RunState, validate: Callable, export: Callable) -> None:
-    """Trains from `state` to `schedule.max_train_steps`. `validate()` (main process) writes a sample grid and returns
-    it; `export(grid, final)` (main process) exports the pipeline."""
+    """Trains from `state` to `schedule.max_train_steps`. `validate()` writes a sample grid and returns it; `export(grid,
+    final)` exports the pipeline. Both are called on every process (the main one does the work)."""
     accelerator = c.accelerator
     progress = tqdm(
         total=schedule.max_train_steps,
@@ -174,9 +175,7 @@ def _train(c: Components, schedule: Schedule, state: RunState, validate, export,
                 )
                 logger.info(f"Saved {state.parent}")
             if schedule.validation_steps and state.global_step % schedule.validation_steps == 0:
-                if accelerator.is_main_process:
-                    validate()
-                accelerator.wait_for_everyone()
+                validate()
             if state.global_step >= schedule.max_train_steps:
                 return
         if state.batches_in_epoch == 0:
@@ -185,11 +184,10 @@ def _train(c: Components, schedule: Schedule, state: RunState, validate, export,
         # The epochs of a stream end at different steps on different processes: streams only save by steps.
         if c.batches.batches_per_epoch is not None:
             save_model = state.epoch % schedule.save_model_epochs == 0
-            if accelerator.is_main_process and (save_model or state.epoch % schedule.save_images_epochs == 0):
+            if save_model or state.epoch % schedule.save_images_epochs == 0:
                 grid = validate()
                 if save_model:
                     export(grid, final=False)
-            accelerator.wait_for_everyone()
 
 
 def _log_step(c: Components, state: RunState, progress) -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
+from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
+from diffusers_simple_training.fsdp import full_state_dict, is_sharded
 
 
 MIN_CELL_SIZE = 64  # small images are enlarged (nearest neighbour) so that the grid is easy to look at
@@ -55,15 +56,32 @@ def sample_grid(
 
 
 @contextlib.contextmanager
-def inference_weights(model, ema, device):
-    """`model` in eval mode with the EMA weights (if any); afterwards the training weights, mode and random state are
-    back, so sampling and exporting never change the course of training."""
+def inference_unet(model, ema, accelerator):
+    """Yields the UNet to sample and export on the main process, and None on the others: `model` in eval mode with
+    the EMA weights (if any). Afterwards the training weights, mode and random state are back, so sampling and
+    exporting never change the course of training. Call it on every process: a model sharded by FSDP is gathered into
+    a full copy first."""
+    device = accelerator.device
+    rng = contextlib.nullcontext() if not accelerator.is_main_process else torch.random.fork_rng(
+        devices=[device] if device.type == "cuda" else []
+    )
+    if is_sharded(model):
+        weights = full_state_dict(model, ema)  # every process takes part in the gathering
+        with rng:  # building the copy draws initial weights
+            unet = SimpleUNet.from_config(model.config).to(device).eval() if accelerator.is_main_process else None
+            if unet is not None:
+                unet.load_state_dict(weights)
+            yield unet
+        return
+    if not accelerator.is_main_process:
+        yield None
+        return
     if ema is not None:
         ema.store(model.parameters())
         ema.copy_to(model.parameters())
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with rng:
             yield model
     finally:
         model.train()

@@ -12,7 +12,8 @@ x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps in float32, and regress the model 
 
 Distributed training is Accelerate's: `accelerate launch --multi_gpu --num_processes N` (DDP; on a machine without
 GPUs it runs N processes with the gloo backend), `--num_machines M --machine_rank R --main_process_ip IP` for several
-nodes, and FSDP or DeepSpeed through an `accelerate config` file (`accelerate launch --config_file fsdp.yaml ...`).
+nodes, and FSDP2 through `accelerate launch --config_file training/configs/accelerate_fsdp2.yaml` (also on CPUs: see
+`fsdp.py`).
 Every process trains on its own share of each epoch; only the main process writes samples, checkpoints, the exported
 pipeline and its card. A run resumed with `--resume_from_checkpoint latest` continues with the same data order,
 noise and weights as if it had never stopped (bitwise on CPU).
@@ -47,12 +48,13 @@ from diffusers_simple_training.checkpointing import (
 )
 from diffusers_simple_training.data import ExampleProcessor, ImageTransform, TrainBatches, load_training_data
 from diffusers_simple_training.export import Publication, export_run
+from diffusers_simple_training.fsdp import use_fsdp_on_cpus
 from diffusers_simple_training.hub import create_repo_with_retries
 from diffusers_simple_training.lineage import RunLine, line_for_resume, new_line_id, write_marker
 from diffusers_simple_training.modeling import build_unet_and_scheduler
 from diffusers_simple_training.output_folder import check_output_dir, delete_checkpoints
 from diffusers_simple_training.run_lock import RunLock
-from diffusers_simple_training.samples import inference_weights, log_grid, sample_grid
+from diffusers_simple_training.samples import inference_unet, log_grid, sample_grid
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -126,7 +128,7 @@ def claim_output_dir(lock: RunLock, output_dir: str, resume_path: str | None, re
 
 
 def make_accelerator(args) -> Accelerator:
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=launched_on_cpus_only(),
         mixed_precision=args.mixed_precision,
         # Accumulation counts batches across epoch ends; the count is part of the saved state.
@@ -140,6 +142,8 @@ def make_accelerator(args) -> Accelerator:
         # The main process samples and saves while the others wait.
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))],
     )
+    use_fsdp_on_cpus(accelerator)
+    return accelerator
 
 
 def set_up(args, accelerator, lock: RunLock):
@@ -150,7 +154,6 @@ def set_up(args, accelerator, lock: RunLock):
         accelerator, find_resume_checkpoint, output_dir, args.resume_from_checkpoint, overwrite
     )
     seed = resolve_seed(args.seed, resume_path)
-    set_seed(seed, device_specific=True)  # every process draws its own noise
     with accelerator.main_process_first():
         data = load_training_data(
             seed,
@@ -164,7 +167,9 @@ def set_up(args, accelerator, lock: RunLock):
             max_train_samples=args.max_train_samples,
             cache_dir=args.cache_dir,
         )
+    set_seed(seed)  # the same initial weights on every process: FSDP shards them as they are
     unet, noise_scheduler, base_model = build_unet_and_scheduler(args, data)
+    set_seed(seed, device_specific=True)  # every process draws its own noise
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     transform = ImageTransform(
@@ -308,26 +313,31 @@ def main(argv: list[str] | None = None) -> None:
             publication.repo_id = create_repo_with_retries(publication.repo_id, args.hub_token, args.hub_private_repo)
         card_facts["sampling"] = describe_sampling(c, args.ddpm_num_inference_steps, args.guidance_scale)
 
-        def validate():
-            with inference_weights(c.model, c.ema, accelerator.device):
-                grid = sample_grid(
-                    c.model, c.noise_scheduler, args.eval_batch_size, state.seed, args.ddpm_num_inference_steps,
-                    args.guidance_scale,
-                )
+        def write_grid(unet):
+            grid = sample_grid(
+                unet, c.noise_scheduler, args.eval_batch_size, state.seed, args.ddpm_num_inference_steps,
+                args.guidance_scale,
+            )
             os.makedirs(os.path.join(args.output_dir, "samples"), exist_ok=True)
             grid.save(os.path.join(args.output_dir, "samples", f"step_{state.global_step:07d}.png"))
             log_grid(accelerator.trackers, grid, state.global_step)
             return grid
 
+        # Called on every process; the main process samples and exports, an error there stops every process.
+        def validate():
+            with inference_unet(c.model, c.ema, accelerator) as unet:
+                return on_main_process(accelerator, write_grid, unet)
+
         def export(grid, final: bool) -> None:
-            export_run(args, c, state, grid, final, publication, card_facts)
+            with inference_unet(c.model, c.ema, accelerator) as unet:
+                on_main_process(accelerator, export_run, args, c, unet, state, grid, final, publication, card_facts)
 
         loop.train(c, schedule, state, validate, export)
         skipped = accelerator.reduce(torch.tensor(state.skipped_images, device=accelerator.device), reduction="sum")
         if int(skipped):
             logger.warning(f"{int(skipped)} images failed to decode and were skipped.")
-        if accelerator.is_main_process:
-            export(validate(), final=True)
+        export(validate(), final=True)
+        # A barrier last: a process that exits with gloo's broadcast work still queued can hang in its destructor.
         accelerator.wait_for_everyone()
         accelerator.end_training()
     finally:
