@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from huggingface_hub import ModelCard
 import scipy.linalg
 import torch
 from diffusers import DDPMScheduler
@@ -361,6 +362,7 @@ def test_classifier_metrics_on_a_saved_labelled_dataset(tmp_path, classifier_cac
     torch.manual_seed(0)
     unet = SimpleUNet(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=8)
     SimpleDiffusionPipeline(unet=unet, scheduler=SimpleScheduler(num_train_timesteps=50)).save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "README.md").write_text("---\nlicense: mit\n---\n# A model\n")  # an exported pipeline's card
 
     results = evaluate.main([
         "--pretrained_model_name_or_path", str(tmp_path / "model"), "--metrics", "classifier",
@@ -373,3 +375,6 @@ def test_classifier_metrics_on_a_saved_labelled_dataset(tmp_path, classifier_cac
     assert 0 < results["classifier_fd_floor"] < results["classifier_fd"] / 10
     assert 0 <= results["precision"] <= 1 and 0 <= results["recall"] <= 1 and 0 < results["class_coverage"] <= 1
     assert any(name.startswith("data-train_classifier") for name in os.listdir(classifier_cache))
+    card = ModelCard.load(tmp_path / "model" / "README.md")  # the measured metrics are in the card, text and metadata
+    assert f"| classifier_fd | {results['classifier_fd']:.4g} |" in card.text and card.data.license == "mit"
+    assert {r.metric_type for r in card.data.eval_results} == set(results) and card.data.model_name == "model"

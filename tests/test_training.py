@@ -37,7 +37,7 @@ from diffusers_simple_training.data import (
     collate,
     image_channels,
 )
-from diffusers_simple_training.model_card import render_model_card
+from diffusers_simple_training.model_card import add_eval_results_to_card, render_model_card
 from diffusers_simple_training.objective import diffusion_loss, min_snr_weights, training_target
 
 
@@ -379,17 +379,13 @@ def test_replace_path_swaps_folders_and_files(tmp_path):
 # --- model card ------------------------------------------------------------------------------------------------------
 
 
-def test_model_card_metadata_usage_and_metrics(tmp_path):
+def render_pets_card(output_dir):
+    """The card of a tiny class-conditional RGB model trained on `someuser/pets`, with `output_dir` as the run's."""
     from diffusers_simple import SimpleUNet
     from diffusers_simple_training.data import TrainingData
 
-    (tmp_path / "eval_results.json").write_text(
-        json.dumps(
-            {"fid": 12.3456, "kid_mean": 0.01, "settings": {"num_samples": 1000, "scheduler": "SimpleScheduler"}}
-        )
-    )
     args = parse_args(
-        ["--output_dir", str(tmp_path), "--dataset_name", "someuser/pets", "--label_column", "label", "--use_ema"]
+        ["--output_dir", str(output_dir), "--dataset_name", "someuser/pets", "--label_column", "label", "--use_ema"]
     )
     unet = SimpleUNet(
         sample_size=8,
@@ -414,7 +410,7 @@ def test_model_card_metadata_usage_and_metrics(tmp_path):
         "[someuser/pets](https://huggingface.co/datasets/someuser/pets)",
         "someuser/pets",
     )
-    card = render_model_card(
+    return render_model_card(
         args,
         repo_id="someuser/pets-ddpm",
         unet=unet,
@@ -431,6 +427,15 @@ def test_model_card_metadata_usage_and_metrics(tmp_path):
         seed=3,
         base_model=None,
     )
+
+
+def test_model_card_metadata_usage_and_metrics(tmp_path):
+    (tmp_path / "eval_results.json").write_text(
+        json.dumps(
+            {"fid": 12.3456, "kid_mean": 0.01, "settings": {"num_samples": 1000, "scheduler": "SimpleScheduler"}}
+        )
+    )
+    card = render_pets_card(tmp_path)
     card.save(tmp_path / "README.md")
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "unconditional-image-generation"
@@ -450,6 +455,28 @@ def test_model_card_metadata_usage_and_metrics(tmp_path):
     assert indexed == {"fid": (12.35, "unconditional-image-generation", "someuser/pets"),
                        "kid_mean": (0.01, "unconditional-image-generation", "someuser/pets")}
     assert "model-index:" in (tmp_path / "README.md").read_text()
+
+
+def test_evaluation_results_are_added_to_an_exported_card(tmp_path):
+    render_pets_card(tmp_path).save(tmp_path / "README.md")  # exported before any evaluation
+    assert "## Evaluation" not in (tmp_path / "README.md").read_text()
+    assert not add_eval_results_to_card(str(tmp_path))  # nothing measured yet: the card stays as it is
+    for fid in (20.0, 12.3456):  # evaluated twice: the second results replace the first
+        results = {"fid": fid, "settings": {"reference": "someuser/pets-test", "reference_split": "test"}}
+        (tmp_path / "eval_results.json").write_text(json.dumps(results))
+        assert add_eval_results_to_card(str(tmp_path))
+    text = (tmp_path / "README.md").read_text()
+    card = ModelCard.load(tmp_path / "README.md")
+    assert text.count("## Evaluation") == 1 and "| fid | 12.35 |" in text and "| fid | 20 |" not in text
+    assert "Evaluation settings: reference = someuser/pets-test; reference_split = test." in text
+    assert "Trained for 7 optimizer steps" in text and card.data.datasets == ["someuser/pets"]  # the rest is kept
+    indexed = [(r.metric_type, r.metric_value, r.dataset_name, r.dataset_split) for r in card.data.eval_results]
+    assert indexed == [("fid", 12.35, "someuser/pets-test", "test")] and card.data.model_name == "pets-ddpm"
+
+    # a card without the section's markers (rendered by an older version) gets the section at its end
+    (tmp_path / "README.md").write_text(text.replace("<!-- evaluation:start -->", "").replace("<!-- evaluation:end -->", ""))
+    assert add_eval_results_to_card(str(tmp_path))
+    assert (tmp_path / "README.md").read_text().rstrip().endswith("<!-- evaluation:end -->")
 
 
 # --- errors before training ------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training import frechet
 from diffusers_simple_training.data import ImageTransform, open_dataset
 from diffusers_simple_training.digits_classifier import digits_images, load_digits_classifier
-from diffusers_simple_training.model_card import EVAL_RESULTS_NAME
+from diffusers_simple_training.model_card import CARD_NAME, EVAL_RESULTS_NAME, add_eval_results_to_card
 from diffusers_simple_training.nll import variational_bound
 from diffusers_simple_training.precision_recall import precision_recall
 from diffusers_simple_training.reference_classifier import class_coverage, classify, load_classifier
@@ -444,6 +444,9 @@ def evaluate(args) -> dict:
     with open(args.output_json, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
+    if os.path.abspath(args.output_json) == os.path.abspath(os.path.join(args.output_dir, EVAL_RESULTS_NAME)):
+        if add_eval_results_to_card(args.output_dir):  # an exported pipeline's card shows what was just measured
+            print(f"Added the metrics to the model card {os.path.join(args.output_dir, CARD_NAME)}.")
     return results
 
 

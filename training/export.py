@@ -13,13 +13,12 @@ from diffusers_simple import SimpleDiffusionPipeline
 from diffusers_simple_training.atomic import fsync_tree, replace_path
 from diffusers_simple_training.calibrate import calibrate_pipeline
 from diffusers_simple_training.hub import push_folder_to_hub
-from diffusers_simple_training.model_card import render_model_card
+from diffusers_simple_training.model_card import CARD_NAME, render_model_card
 from diffusers_simple_training.publish import IGNORE_PATTERNS
 
 
 logger = logging.getLogger(__name__)
 GRID_NAME = "samples.png"
-CARD_NAME = "README.md"
 
 
 def export_pipeline(unet, scheduler, output_dir: str, grid, card) -> None:

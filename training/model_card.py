@@ -6,12 +6,17 @@ import json
 import os
 from importlib.resources import files
 
+import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from diffusers_simple_training.atomic import replace_path
 
 
 # `model_cards/` of the checkout, installed as the package data `diffusers_simple_training.model_cards`.
 TEMPLATE_PATH = files("diffusers_simple_training.model_cards") / "model_card_template.md"
 EVAL_RESULTS_NAME = "eval_results.json"
+CARD_NAME = "README.md"
+EVALUATION_SECTION = ("<!-- evaluation:start -->", "<!-- evaluation:end -->")  # around the template's metrics
 TAGS = ["diffusers-simple", "diffusers", "unconditional-image-generation", "ddpm", "diffusion-models"]
 
 
@@ -31,9 +36,10 @@ def read_eval_results(output_dir: str) -> tuple[dict, dict]:
     return metrics, results.get("settings", {})
 
 
-def model_index_results(metrics: dict, settings: dict, data) -> list[EvalResult]:
-    """The card's `model-index` entries: one per measured metric of `eval_results.json`, on its reference data."""
-    reference = settings.get("reference") or data.hub_id or data.description
+def model_index_results(metrics: dict, settings: dict, training_data: str) -> list[EvalResult]:
+    """The card's `model-index` entries: one per measured metric of `eval_results.json`, on its reference data
+    (`training_data` if the evaluation had none)."""
+    reference = settings.get("reference") or training_data
     split = settings.get("reference_split")
     config = ", ".join(f"{k} {settings[k]}" for k in ("scheduler", "num_inference_steps", "num_samples") if k in settings)
     return [
@@ -115,7 +121,7 @@ def render_model_card(
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         model_name=model_name,
-        eval_results=model_index_results(metrics, eval_settings, data) or None,
+        eval_results=model_index_results(metrics, eval_settings, data.hub_id or data.description) or None,
         library_name="diffusers",
         pipeline_tag="unconditional-image-generation",
         tags=tags,
@@ -160,3 +166,32 @@ def render_model_card(
         metrics=metrics,
         eval_settings=eval_settings,
     )
+
+
+def _evaluation_section(text: str) -> tuple[int, int] | None:
+    """Where the evaluation section of a card or template text starts and ends (the markers included), if it has one."""
+    start, end = text.find(EVALUATION_SECTION[0]), text.find(EVALUATION_SECTION[1])
+    return (start, end + len(EVALUATION_SECTION[1])) if 0 <= start < end else None
+
+
+def add_eval_results_to_card(folder: str) -> bool:
+    """Writes the metrics of `folder/eval_results.json` into the model card `folder/README.md` of an exported
+    pipeline: its `model-index` metadata and its Evaluation section, rendered from the template's (replacing the one
+    there, or appended to a card that has none). Does nothing and returns False if either file is missing; the card
+    is replaced atomically."""
+    card_path = os.path.join(folder, CARD_NAME)
+    metrics, settings = read_eval_results(folder)
+    if not metrics or not os.path.isfile(card_path):
+        return False
+    card = ModelCard.load(card_path)
+    template = TEMPLATE_PATH.read_text(encoding="utf-8")
+    start, end = _evaluation_section(template)
+    section = jinja2.Template(template[start:end]).render(metrics=metrics, eval_settings=settings)
+    start, end = _evaluation_section(card.text) or (len(card.text), len(card.text))
+    card.text = card.text[:start] + section + card.text[end:]
+    training_data = (card.data.datasets or [None])[0] or os.path.basename(os.path.normpath(folder))
+    card.data.eval_results = model_index_results(metrics, settings, training_data)
+    card.data.model_name = card.data.model_name or os.path.basename(os.path.normpath(folder))
+    card.save(card_path + ".tmp")
+    replace_path(card_path + ".tmp", card_path)
+    return True
