@@ -17,6 +17,7 @@ from test_training import REPO, assert_same_weights, launch_training
 FSDP_CONFIG = os.path.join(REPO, "training", "configs", "accelerate_fsdp2.yaml")
 # validation mid-run: gathering the shards and sampling must not change the course of training
 ARGS = "--label_column label --use_ema --max_train_steps 4 --checkpointing_steps 2 --validation_steps 2".split()
+ARGS += "--train_batch_size 8 --gradient_accumulation_steps 2".split()
 LEARNING_RATE = 1e-4  # train.py's default
 EMA_UNET = os.path.join("unet", "diffusion_pytorch_model.safetensors")
 
