@@ -247,8 +247,7 @@ DDPMScheduler with clip_sample). Each recipe trained once, its learning-rate sch
 {p.get('train_wall_s', {}).get('ours', float('nan')):.0f} s (ours) and
 {p.get('train_wall_s', {}).get('official', float('nan')):.0f} s (official) of wall time. Classifier: {settings['classifier']},
 held-out accuracy {settings['classifier_held_out_accuracy']:.3f}. {args.num_samples} samples per row, {NUM_CALLS} model
-calls each; the floor is {args.num_samples} training images against the 10,000 test images (the distance of all 60,000
-is {floor['classifier_fd_floor']:.3g}). {reach} (`benchmarks/time_to_quality_fashion_mnist.py`)
+calls each; the floor is {args.num_samples} training images against the 10,000 test images. {reach} (`benchmarks/time_to_quality_fashion_mnist.py`)
 """
     write_results(args.output_dir, "time_to_quality_fashion_mnist", "Fashion-MNIST quality per training budget",
                   headers, rows, notes, figure)

@@ -352,7 +352,8 @@ def test_evaluate_end_to_end_on_a_saved_class_conditional_pipeline(tmp_path, hub
 @pytest.mark.slow
 def test_classifier_metrics_on_a_saved_labelled_dataset(tmp_path, classifier_cache):
     """`--metrics classifier` on a `save_to_disk` dataset with train/test splits (the layout of `make fashion-mnist`):
-    the floor (test vs train) is far below the distance of an untrained model's samples."""
+    the floor (as many training images as samples, against the test split) is far below the distance of an untrained
+    model's samples."""
     import datasets
 
     from diffusers_simple_training.digits import load_digits_dataset
@@ -372,9 +373,11 @@ def test_classifier_metrics_on_a_saved_labelled_dataset(tmp_path, classifier_cac
     settings = results.pop("settings")
     assert set(results) == {"classifier_fd", "classifier_fd_floor", "precision", "recall", "class_coverage", "class_entropy_bits"}
     assert settings["classifier_held_out_accuracy"] > 0.8 and settings["num_reference"] == 300
-    assert 0 < results["classifier_fd_floor"] < results["classifier_fd"] / 10
+    # 32 training images against the test split: far below an untrained model's 32 samples (~5x here)
+    assert 0 < results["classifier_fd_floor"] < results["classifier_fd"] / 3
     assert 0 <= results["precision"] <= 1 and 0 <= results["recall"] <= 1 and 0 < results["class_coverage"] <= 1
     assert any(name.startswith("data-train_classifier") for name in os.listdir(classifier_cache))
     card = ModelCard.load(tmp_path / "model" / "README.md")  # the measured metrics are in the card, text and metadata
     assert f"| classifier_fd | {results['classifier_fd']:.4g} |" in card.text and card.data.license == "mit"
-    assert {r.metric_type for r in card.data.eval_results} == set(results) and card.data.model_name == "model"
+    indexed = {r.metric_type for r in card.data.eval_results}  # the model's metrics; the floor measures the data
+    assert indexed == set(results) - {"classifier_fd_floor"} and card.data.model_name == "model"

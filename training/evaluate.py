@@ -339,7 +339,9 @@ def classifier_metrics(
     samples: torch.Tensor, sample_labels: torch.Tensor | None, reference: torch.Tensor, args, resolution: int, num_channels: int
 ) -> tuple[dict, dict]:
     """Fréchet distance, its floor, precision / recall, class coverage and label accuracy in the features of a small
-    classifier trained on `--classifier_train_split` of `--reference` (cached per dataset, split and resolution)."""
+    classifier trained on `--classifier_train_split` of `--reference` (cached per dataset, split and resolution). The
+    floor is the distance of as many training images as there are samples (a seeded random subset): what a model that
+    reproduced the training distribution would get at this sample size (the distance grows as the sample shrinks)."""
     train_images, train_labels = load_reference(args, resolution, num_channels, need_labels=True, split=args.classifier_train_split)
     key = "".join(c if c.isalnum() else "-" for c in f"{os.path.basename(os.path.normpath(args.reference))}-{args.classifier_train_split}")
     epochs = max(2, min(12, 300_000 // len(train_images)))  # ~300k images seen: 12 epochs of digits, 5 of Fashion-MNIST
@@ -348,7 +350,8 @@ def classifier_metrics(
         num_held_out=max(1, len(train_images) // 10), num_epochs=epochs,
     )
     num_classes = classifier.head.out_features
-    train_features, _ = classify(classifier, to_model_range(train_images))
+    subset = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(args.seed))[: len(samples)]
+    train_features, _ = classify(classifier, to_model_range(train_images[subset]))
     real_features, _ = classify(classifier, to_model_range(reference))
     fake_features, predictions = classify(classifier, to_model_range(samples))
     results = {

@@ -37,8 +37,8 @@ def read_eval_results(output_dir: str) -> tuple[dict, dict]:
 
 
 def model_index_results(metrics: dict, settings: dict, training_data: str) -> list[EvalResult]:
-    """The card's `model-index` entries: one per measured metric of `eval_results.json`, on its reference data
-    (`training_data` if the evaluation had none)."""
+    """The card's `model-index` entries: one per measured metric of `eval_results.json` (not the floors, which measure
+    the data), on its reference data (`training_data` if the evaluation had none)."""
     reference = settings.get("reference") or training_data
     split = settings.get("reference_split")
     config = ", ".join(f"{k} {settings[k]}" for k in ("scheduler", "num_inference_steps", "num_samples") if k in settings)
@@ -54,6 +54,7 @@ def model_index_results(metrics: dict, settings: dict, training_data: str) -> li
             metric_config=config or None,
         )
         for name, value in metrics.items()
+        if not name.endswith("_floor")
     ]
 
 
