@@ -244,8 +244,9 @@ a budget of B minutes is B * 60 / that many steps. Ours: `training/train.py --co
 lr 1e-3, batch 32, EMA with warm-up); official: `benchmarks/baseline_official_recipe.py` (epsilon, lr 1e-4, batch 16, EMA,
 DDPMScheduler with clip_sample). Each recipe trained once, its learning-rate schedule spanning the largest budget
 ({p['budgets'][-1]:g} min){stopped}; the two ran side by side, one thread each, on a machine shared with other jobs, in
-{p.get('train_wall_s', {}).get('ours', float('nan')):.0f} s (ours) and
-{p.get('train_wall_s', {}).get('official', float('nan')):.0f} s (official) of wall time. Classifier: {settings['classifier']},
+{p.get('train_wall_s', {}).get('ours', float('nan')):.0f} s (ours, all its runs: a run cut short resumes) and
+{p.get('train_wall_s', {}).get('official', float('nan')):.0f} s (official, its last run: it has no resume and trains again
+from the start, seeded, reproducing its earlier steps bit for bit) of wall time. Classifier: {settings['classifier']},
 held-out accuracy {settings['classifier_held_out_accuracy']:.3f}. {args.num_samples} samples per row, {NUM_CALLS} model
 calls each; the floor is {args.num_samples} training images against the 10,000 test images. {reach} (`benchmarks/time_to_quality_fashion_mnist.py`)
 """
