@@ -159,8 +159,8 @@ def evaluate_all(args) -> None:
                                    "250", "--num_inference_steps", str(NUM_CALLS)])
     reference, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False)
     train_images, _ = evaluate.load_reference(options, RESOLUTION, 1, need_labels=False, split="train")
-    # The floor at the same sample size: as many training images as samples, against the test images.
-    subset = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[: args.num_samples]]
+    # The floor row: the training images of every row's classifier_fd_floor, with their precision, recall and coverage.
+    subset = evaluate.floor_subset(train_images, args.num_samples, options.seed)
     floor, settings = evaluate.classifier_metrics(subset, None, reference, options, RESOLUTION, 1)
     saved = Path(args.work_dir, "results.json")
     # rows already measured with these settings are kept: a cut-short run only evaluates the budgets it adds

@@ -335,6 +335,12 @@ def digits_metrics(samples: torch.Tensor, sample_labels: torch.Tensor | None, re
     return results, accuracy
 
 
+def floor_subset(train_images: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
+    """The training images whose distance to the reference is the classifier floor: a seeded random subset of as many
+    as there are samples."""
+    return train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:num_samples]]
+
+
 def classifier_metrics(
     samples: torch.Tensor, sample_labels: torch.Tensor | None, reference: torch.Tensor, args, resolution: int, num_channels: int
 ) -> tuple[dict, dict]:
@@ -350,8 +356,7 @@ def classifier_metrics(
         num_held_out=max(1, len(train_images) // 10), num_epochs=epochs,
     )
     num_classes = classifier.head.out_features
-    subset = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(args.seed))[: len(samples)]
-    train_features, _ = classify(classifier, to_model_range(train_images[subset]))
+    train_features, _ = classify(classifier, to_model_range(floor_subset(train_images, len(samples), args.seed)))
     real_features, _ = classify(classifier, to_model_range(reference))
     fake_features, predictions = classify(classifier, to_model_range(samples))
     results = {

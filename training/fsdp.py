@@ -30,8 +30,9 @@ def use_fsdp_on_cpus(accelerator) -> None:
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    return any(isinstance(p, DTensor) for p in model.parameters())
+def is_sharded(tensors) -> bool:
+    """Whether any of `tensors` (a model's parameters, an EMA's shadow parameters) is sharded."""
+    return any(isinstance(t, DTensor) for t in tensors)
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
@@ -45,22 +46,23 @@ def full(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def full_state_dict(model: torch.nn.Module, ema=None) -> dict:
-    """The full `state_dict` of `model`, with the EMA weights in place of the parameters if `ema` is given. Call it on
-    every process: sharded tensors are gathered (every process gets the whole state)."""
-    state = {name: full(tensor).detach().clone() for name, tensor in model.state_dict().items()}
+    """The full `state_dict` of `model`, with the EMA weights in place of the parameters if `ema` is given, to load into
+    an unsharded copy (`load_state_dict` copies it). Call it on every process: sharded tensors are gathered (every
+    process gets the whole state)."""
+    state = {name: full(tensor) for name, tensor in model.state_dict().items()}
     if ema is not None:
         for (name, _), shadow in zip(model.named_parameters(), ema.shadow_params):
-            state[name] = full(shadow).detach().clone()
+            state[name] = full(shadow)
     return state
 
 
 def gathered_ema(ema):
     """`ema` if it is not sharded, else an unsharded copy (its `save_pretrained` writes the full EMA model): a
     collective."""
-    if not any(isinstance(p, DTensor) for p in ema.shadow_params):
+    if not is_sharded(ema.shadow_params):
         return ema
     state = ema.state_dict()
-    state["shadow_params"] = [full(p).detach().clone() for p in state["shadow_params"]]
+    state["shadow_params"] = [full(p) for p in state["shadow_params"]]  # new tensors, gathered
     copy = type(ema)(state["shadow_params"], model_cls=ema.model_cls, model_config=ema.model_config)
     copy.load_state_dict(state)
     return copy

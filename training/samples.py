@@ -65,7 +65,7 @@ def inference_unet(model, ema, accelerator):
     rng = contextlib.nullcontext() if not accelerator.is_main_process else torch.random.fork_rng(
         devices=[device] if device.type == "cuda" else []
     )
-    if is_sharded(model):
+    if is_sharded(model.parameters()):
         weights = full_state_dict(model, ema)  # every process takes part in the gathering
         with rng:  # building the copy draws initial weights
             unet = SimpleUNet.from_config(model.config).to(device).eval() if accelerator.is_main_process else None
