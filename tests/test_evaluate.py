@@ -381,3 +381,10 @@ def test_classifier_metrics_on_a_saved_labelled_dataset(tmp_path, classifier_cac
     assert f"| classifier_fd | {results['classifier_fd']:.4g} |" in card.text and card.data.license == "mit"
     indexed = {r.metric_type for r in card.data.eval_results}  # the model's metrics; the floor measures the data
     assert indexed == set(results) - {"classifier_fd_floor"} and card.data.model_name == "model"
+
+    # The floor is measured at the sample size: with more samples (the test images themselves here) it shrinks.
+    args = evaluate.parse_args(["--pretrained_model_name_or_path", str(tmp_path / "model"), "--reference", str(tmp_path / "data"),
+                                "--reference_split", "test"])
+    reference, _ = evaluate.load_reference(args, 8, 1, need_labels=False)
+    floors = [evaluate.classifier_metrics(reference[:n], None, reference, args, 8, 1)[0]["classifier_fd_floor"] for n in (32, 256)]
+    assert floors[0] == pytest.approx(results["classifier_fd_floor"]) and floors[1] < floors[0] / 2
