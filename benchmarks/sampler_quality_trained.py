@@ -2,7 +2,7 @@
 the same model, in the digits classifier's features (issue 7).
 
     python benchmarks/sampler_quality_trained.py                # the editing benchmark's model (trained if missing)
-    python benchmarks/sampler_quality_trained.py --model_dir outputs/demo --guidance_scales 1 2
+    python benchmarks/sampler_quality_trained.py --model_dir outputs/demo --guidance_scales 1 2  # after `make demo`
 
 The model: by default the unconditional digits model of `benchmarks/editing.py` (the demo config without labels,
 cached in outputs/editing/model); `--model_dir` takes any saved 16x16 digits pipeline, a class-conditional one with
@@ -16,6 +16,7 @@ Diffusers multistep configurations of `sampler_accuracy.py` (DPMSolverMultistep 
 karras; DDIM trailing), swapped onto the same UNet.
 """
 
+import inspect
 import time
 from pathlib import Path
 
@@ -82,7 +83,10 @@ def main():
         return classify(classifier, torch.from_numpy(images))[0].numpy()
 
     # the package's current default sampler, whatever the checkpoint was saved with
-    config = dict(SimpleScheduler.from_config(pipe.scheduler.config, sampler="unipc", solver_order=2).config)
+    defaults = inspect.signature(SimpleScheduler.__init__).parameters
+    unipc_defaults = {k: defaults[k].default for k in ("sampler", "solver_order", "use_corrector", "last_lambda",
+                                                        "last_lambda_growth", "lambda_spacing_power")}
+    config = dict(SimpleScheduler.from_config(pipe.scheduler.config, **unipc_defaults).config)
     calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
     calibration_start = time.perf_counter()
     calibrate_pipeline(calibrated, [c for c in args.calls if c <= 20], batch_size=16, num_batches=2)
@@ -123,7 +127,8 @@ def main():
         ax.legend(fontsize=7)
 
     headers = ["sampler"] + [f"{c} calls" for c in args.calls]
-    name = "sampler_quality_trained"
+    # one result file per model: the default editing model's, and e.g. sampler_quality_trained_demo for outputs/demo
+    name = "sampler_quality_trained" + ("" if args.tiny or args.model_dir == CACHE / "model" else f"_{args.model_dir.name}")
     body = "\n\n".join(f"guidance {g:g}:\n\n" + markdown_table(headers, rows) for g, rows in tables[1:])
     notes = f"""
 Model {'(tiny, in-process)' if args.tiny else f'`{shown_path(args.model_dir)}`'}

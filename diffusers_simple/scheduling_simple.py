@@ -257,7 +257,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         last_lambda_growth (`float`, defaults to 0.25):
             For `"unipc"`: above 10 model calls the last call's lambda rises by this much per extra call, so that
             long runs end as close to the data as the train timesteps allow (0 keeps `last_lambda` for every n).
-        lambda_spacing_power (`float`, defaults to 0.7):
+        lambda_spacing_power (`float`, defaults to 0.6):
             For `"unipc"`: lambda_i = lambda_{T-1} + (last_lambda - lambda_{T-1}) (i / (n - 1))^p; 1 is
             log-SNR-uniform, smaller values spend more calls at high noise.
         calibrated_timesteps (`dict[str, list[float]]`, *optional*):
@@ -295,7 +295,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         use_corrector: bool = True,
         last_lambda: float = 3.0,
         last_lambda_growth: float = 0.25,
-        lambda_spacing_power: float = 0.7,
+        lambda_spacing_power: float = 0.6,
         calibrated_timesteps: dict[str, list[float]] | None = None,
     ):
         _check_choice("sampler", sampler, SAMPLERS)
