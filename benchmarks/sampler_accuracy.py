@@ -156,7 +156,7 @@ def describe(scheduler) -> str:
     config = scheduler.config
     if config.sampler == "unipc":
         return (f"unipc order {config.solver_order}, corrector={config.use_corrector}, warped log-SNR grid "
-                f"(last_lambda={config.last_lambda}, +{config.last_lambda_growth} per call above 10, "
+                f"(last_lambda={config.last_lambda}, +{config.last_lambda_growth} per call above {config.last_lambda_growth_start}, "
                 f"lambda_spacing_power={config.lambda_spacing_power})")
     return f"{config.sampler}, {config.timestep_spacing} spacing"
 

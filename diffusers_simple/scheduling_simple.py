@@ -252,11 +252,15 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         use_corrector (`bool`, defaults to `True`):
             For `"unipc"`: apply UniC after each model call (one order more accuracy, no extra call).
         last_lambda (`float`, defaults to 3.0):
-            For `"unipc"`: the half log-SNR lambda = log(alpha / sigma) of the last model call for up to 10 model
-            calls (capped at that of train timestep 1); the last step then lands on the clean sample.
-        last_lambda_growth (`float`, defaults to 0.25):
-            For `"unipc"`: above 10 model calls the last call's lambda rises by this much per extra call, so that
-            long runs end as close to the data as the train timesteps allow (0 keeps `last_lambda` for every n).
+            For `"unipc"`: the half log-SNR lambda = log(alpha / sigma) of the last model call for up to
+            `last_lambda_growth_start` model calls (capped at that of train timestep 1); the last step then lands on
+            the clean sample.
+        last_lambda_growth (`float`, defaults to 0.15):
+            For `"unipc"`: above `last_lambda_growth_start` model calls the last call's lambda rises by this much per
+            extra call, so that longer runs end closer to the data, as far as the train timesteps allow (0 keeps
+            `last_lambda` for every n).
+        last_lambda_growth_start (`int`, defaults to 6):
+            For `"unipc"`: the number of model calls above which `last_lambda_growth` applies.
         lambda_spacing_power (`float`, defaults to 0.6):
             For `"unipc"`: lambda_i = lambda_{T-1} + (last_lambda - lambda_{T-1}) (i / (n - 1))^p; 1 is
             log-SNR-uniform, smaller values spend more calls at high noise.
@@ -294,7 +298,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         set_alpha_to_one: bool = True,
         use_corrector: bool = True,
         last_lambda: float = 3.0,
-        last_lambda_growth: float = 0.25,
+        last_lambda_growth: float = 0.15,
+        last_lambda_growth_start: int = 6,
         lambda_spacing_power: float = 0.6,
         calibrated_timesteps: dict[str, list[float]] | None = None,
     ):
@@ -316,6 +321,9 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"num_train_timesteps={num_train_timesteps!r} must be a positive integer.")
         if lambda_spacing_power <= 0:
             raise ValueError(f"lambda_spacing_power={lambda_spacing_power!r} must be > 0 (1 = log-SNR-uniform).")
+        if isinstance(last_lambda_growth_start, bool) or not isinstance(last_lambda_growth_start, int) or last_lambda_growth_start < 1:
+            raise ValueError(f"last_lambda_growth_start={last_lambda_growth_start!r} must be a positive integer (a number "
+                             "of model calls).")
         if last_lambda_growth < 0:
             raise ValueError(f"last_lambda_growth={last_lambda_growth!r} must be >= 0 (0 keeps last_lambda for every n).")
         if rescale_betas_zero_snr and prediction_type == "epsilon":
@@ -545,15 +553,16 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
     def _warped_log_snr_timesteps(self, n: int) -> np.ndarray:
         # The "unipc" default grid: the first model call at t = T - 1, the others at half log-SNRs
         # lambda_i = lambda_start + (lambda_end - lambda_start) (i / (n - 1))^p, p = lambda_spacing_power and lambda_end
-        # = last_lambda + last_lambda_growth * max(0, n - 10) (capped at lambda_1, and never t = 0 unless n = T).
-        # p = 1 is log-SNR-uniform (Lu et al. 2022); p < 1 spends more calls at high noise, where few-step solvers lose
-        # the most. Up to 10 calls, stopping at lambda = 3 and jumping to the x_0 prediction beats spending a call
-        # closer to the data; from about 12 calls on, ending at lambda_1 is better (chosen by measurement:
-        # benchmarks/results/sampler_accuracy.md).
+        # = last_lambda + last_lambda_growth * max(0, n - last_lambda_growth_start) (capped at lambda_1, and never t = 0
+        # unless n = T). p = 1 is log-SNR-uniform (Lu et al. 2022); p < 1 spends more calls at high noise, where
+        # few-step solvers lose the most. Up to 6 calls, stopping at lambda = 3 and jumping to the x_0 prediction beats
+        # spending a call closer to the data; with more calls, ending closer to the data pays (+0.15 per call, lambda_1
+        # from about 14 calls on). Chosen by measurement: benchmarks/results/sampler_accuracy.md.
         T = self.config.num_train_timesteps
         log_sigmas = self._log_sigmas()
         lambda_start = -min(log_sigmas[-1], 0.5 * math.log(2.0**24))  # zero terminal SNR: abar floored at 2**-24
-        last_lambda = self.config.last_lambda + self.config.last_lambda_growth * max(0, n - 10)
+        growth_calls = max(0, n - self.config.last_lambda_growth_start)
+        last_lambda = self.config.last_lambda + self.config.last_lambda_growth * growth_calls
         lambda_end = min(last_lambda, -log_sigmas[min(1, T - 1)])
         ramp = np.linspace(0, 1, n) ** self.config.lambda_spacing_power
         t = self._timesteps_of_lambdas(lambda_start + (lambda_end - lambda_start) * ramp)

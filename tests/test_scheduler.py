@@ -685,7 +685,7 @@ def test_unipc_never_calls_the_model_at_t0(config):
     assert scheduler.timesteps.dtype == torch.float32  # fractional timesteps; the model is called at them
 
 
-def test_unipc_last_call_moves_toward_the_data_above_10_calls():
+def test_unipc_last_call_moves_toward_the_data_above_6_calls():
     def last_lambda(scheduler, n):
         scheduler.set_timesteps(n)
         abar = np.interp(scheduler.timesteps[-1].item(), np.arange(1000), scheduler.alphas_cumprod.double().numpy())
@@ -693,14 +693,20 @@ def test_unipc_last_call_moves_toward_the_data_above_10_calls():
 
     scheduler = SimpleScheduler()
     lambda_1 = 0.5 * np.log(scheduler.alphas_cumprod[1].item() / (1 - scheduler.alphas_cumprod[1].item()))
-    # lambda of the last call = last_lambda up to 10 calls, + 0.25 per extra call above, capped at train timestep 1
+    # lambda of the last call = last_lambda up to 6 calls, + 0.15 per extra call above, capped at train timestep 1
     # (atol: the timestep is found by interpolating log sigma between train timesteps, lambda here by abar)
-    for n, expected in [(3, 3.0), (10, 3.0), (11, 3.25), (12, 3.5), (14, min(4.0, lambda_1)), (20, lambda_1), (50, lambda_1)]:
+    for n, expected in [(3, 3.0), (6, 3.0), (7, 3.15), (10, 3.6), (12, 3.9), (14, min(4.2, lambda_1)), (20, lambda_1),
+                        (50, lambda_1)]:
         assert abs(last_lambda(scheduler, n) - expected) < 0.02, (n, last_lambda(scheduler, n), expected)
     fixed = SimpleScheduler(last_lambda_growth=0.0)
     assert abs(last_lambda(fixed, 20) - 3.0) < 0.02
+    later = SimpleScheduler(last_lambda_growth=0.25, last_lambda_growth_start=10)
+    assert abs(last_lambda(later, 10) - 3.0) < 0.02 and abs(last_lambda(later, 12) - 3.5) < 0.02
     with pytest.raises(ValueError, match="last_lambda_growth=-1"):
         SimpleScheduler(last_lambda_growth=-1)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"last_lambda_growth_start={bad!r} must be a positive integer"):
+            SimpleScheduler(last_lambda_growth_start=bad)
 
 
 def test_unipc_without_corrector_and_order_1_is_ddim_on_the_same_grid():
