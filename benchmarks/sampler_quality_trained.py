@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from common import machine_description, markdown_table, new_figure, parse_args, write_results
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
-from editing import CACHE, split, tiny_model, train_model
+from editing import CACHE, TRAIN_STEPS, split, tiny_model, train_model
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training.calibrate import calibrate_pipeline
@@ -74,7 +74,7 @@ def main():
         pipe = tiny_model(split()[0])
     else:
         if not (args.model_dir / "model_index.json").exists():
-            train_model(args.model_dir, split()[4], 1000)
+            train_model(args.model_dir, split()[4], TRAIN_STEPS)
         pipe = SimpleDiffusionPipeline.from_pretrained(args.model_dir)
     pipe.set_progress_bar_config(disable=True)
     classifier, _ = load_digits_classifier(RESOLUTION)
