@@ -143,7 +143,7 @@ def main():
                 jump_n_sample=5),
             f"RePaint, DPM-Solver++ {steps[1]} steps": lambda: run(dpm, image=to_pt(held_images), mask_image=mask,
                                                                    num_inference_steps=steps[1]),
-            # Ho et al. 2022's reconstruction guidance: a backward pass per step, about 3x a step's time (speed rows)
+            # Ho et al. 2022's reconstruction guidance: a backward pass per step, 2.1-2.4x a step's time (speed rows)
             **{f"RePaint + reconstruction guidance w_r={w:g}, DDPM {steps[0]} steps": lambda w=w: run(
                 ddpm, image=to_pt(held_images), mask_image=mask, num_inference_steps=steps[0],
                 reconstruction_guidance_scale=w) for w in (10.0, 30.0, 100.0)},
@@ -153,7 +153,7 @@ def main():
         for name, make in methods.items():
             completed = make()
             rows.append([f"inpaint {half} half", name, "label recovery", accuracy(completed)])
-            if name.startswith("RePaint, DDPM") and "resampling" not in name:
+            if name.startswith("RePaint + reconstruction guidance w_r=30, DDPM"):
                 pictures[f"inpaint {half}"] = [mask_view(held_images, mask), completed, nearest, held_images]
         rows.append([f"inpaint {half} half", "baseline: mean fill", "label recovery", accuracy(mean_fill)])
         rows.append([f"inpaint {half} half", "baseline: nearest training image on the known half", "label recovery",
@@ -239,7 +239,7 @@ def figure(pictures):
         grid = torch.cat([torch.cat(list(row[:8].clamp(-1, 1)), dim=-1) for row in rows], dim=-2)[0]
         ax.imshow((grid.numpy() + 1) / 2, cmap="gray", vmin=0, vmax=1)
         ax.set_title(title + "  (rows: " + {2: "input, reconstruction", 3: "corrupted, edited, original",
-                                           4: "masked input, RePaint, nearest baseline, original"}[len(rows)] + ")", fontsize=8)
+                                           4: "masked input, RePaint + reconstruction guidance, nearest baseline, original"}[len(rows)] + ")", fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     return fig

@@ -137,7 +137,7 @@ distance in the digits classifier's features of {args.num_samples} samples per c
 the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact
 sampler would not reach 0). Calibration of the grids on this model took {calibration_s:.0f} s.
 {machine_description(args.num_threads)}; wall time {time.perf_counter() - start:.0f} s (`benchmarks/sampler_quality_trained.py`).
-{'First table: guidance %g.' % tables[0][0] if len(tables) > 1 else ''}
+{'The last table: guidance %g.' % tables[0][0] if len(tables) > 1 else ''}
 """
     write_results(args.output_dir, name, "Few-step sampling on a trained model", headers, tables[0][1], notes + ("\n" + body if body else ""), figure)
 
