@@ -1,6 +1,6 @@
 """Image editing with an unconditional digits model trained with the demo's recipe (issue 9).
 
-    python benchmarks/editing.py            # trains the model once (cached in outputs/editing/), then ~5 min
+    python benchmarks/editing.py            # trains the model once (~10 min, cached in outputs/editing/), then ~7 min
     python benchmarks/editing.py --tiny     # a smoke test with an in-process 40-step model, seconds
 
 Held out: the 297 digits the evaluation classifier holds out (diffusers_simple_training.digits_classifier); the
