@@ -1,16 +1,18 @@
 """Few-step sampling on a trained model: the Fréchet distance of N-call samples to a 1000-step DDPM reference set of
-the same model, in the digits classifier's features (issue 7).
+the same model, in a classifier's features (issue 7).
 
     python benchmarks/sampler_quality_trained.py                # the editing benchmark's model (trained if missing)
     python benchmarks/sampler_quality_trained.py --model_dir outputs/demo --guidance_scales 1 2  # after `make demo`
+    python benchmarks/sampler_quality_trained.py --model_dir outputs/fashion-mnist --classifier_reference data/fashion-mnist
 
 The model: by default the unconditional digits model of `benchmarks/editing.py` (the demo config without labels,
-cached in outputs/editing/model); `--model_dir` takes any saved 16x16 digits pipeline, a class-conditional one with
-and without guidance. The reference: `--num_samples` images from ancestral DDPM with all 1000 steps (cached in the
+cached in outputs/editing/model); `--model_dir` takes any saved digits pipeline, a class-conditional one with and
+without guidance, or, with `--classifier_reference`, a pipeline of that labelled dataset (e.g. Fashion-MNIST). The reference: `--num_samples` images from ancestral DDPM with all 1000 steps (cached in the
 model's folder as `ddpm1000_<guidance>_<n>.npy`). Each sampler then draws as many images from other noise at each
 budget of model calls (with classifier-free guidance a call is one batched UNet pass of the conditional and
 unconditional inputs); the distance is measured in the features of the digits classifier
-(diffusers_simple_training.digits_classifier). Samplers: SimpleScheduler's default (UniPC on its warped log-SNR grid),
+(diffusers_simple_training.digits_classifier), or of the classifier of `training/evaluate.py`'s `classifier` metric
+trained on `--classifier_reference`. Samplers: SimpleScheduler's default (UniPC on its warped log-SNR grid),
 the same with grids calibrated on this model (`calibrate_pipeline`, 2 batches of 16, in `--work_dir`), and the best
 Diffusers multistep configurations of `sampler_accuracy.py` (DPMSolverMultistep 2M with Lu's lambdas; UniPC bh2
 karras; DDIM trailing), swapped onto the same UNet.
@@ -27,12 +29,12 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistep
 from editing import CACHE, TRAIN_STEPS, split, tiny_model, train_model
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
+from diffusers_simple_training import evaluate
 from diffusers_simple_training.calibrate import calibrate_pipeline
 from diffusers_simple_training.digits_classifier import load_digits_classifier
 from diffusers_simple_training.frechet import frechet_distance_from_features
 from diffusers_simple_training.reference_classifier import classify
 
-RESOLUTION = 16
 DIFFUSERS = {
     "DPMSolverMultistep 2M lu": lambda c: DPMSolverMultistepScheduler.from_config(c, use_lu_lambdas=True),
     "UniPCMultistep bh2 karras": lambda c: UniPCMultistepScheduler.from_config(c, use_karras_sigmas=True),
@@ -41,7 +43,13 @@ DIFFUSERS = {
 
 
 def add_arguments(parser):
-    parser.add_argument("--model_dir", type=Path, default=CACHE / "model", help="A saved 16x16 digits pipeline.")
+    parser.add_argument("--model_dir", type=Path, default=CACHE / "model", help="A saved pipeline.")
+    parser.add_argument("--classifier_reference", type=str, default=None,
+                        help="A labelled dataset of the model's images (e.g. data/fashion-mnist) whose classifier gives "
+                             "the features; default: the digits classifier.")
+    parser.add_argument("--result_name", type=str, default=None,
+                        help="The result file's name (default: sampler_quality_trained, with _<model folder name> "
+                             "for another model than the editing benchmark's).")
     parser.add_argument("--num_samples", type=int, default=500)
     parser.add_argument("--calls", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10, 15, 20, 50])
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0], help="For a class-conditional model.")
@@ -77,7 +85,14 @@ def main():
             train_model(args.model_dir, split()[4], TRAIN_STEPS)
         pipe = SimpleDiffusionPipeline.from_pretrained(args.model_dir)
     pipe.set_progress_bar_config(disable=True)
-    classifier, _ = load_digits_classifier(RESOLUTION)
+    resolution = pipe.unet.config.sample_size
+    if args.classifier_reference:
+        options = evaluate.parse_args(["--pretrained_model_name_or_path", str(args.model_dir), "--reference", args.classifier_reference, "--pad_to_resolution"])
+        classifier, settings, _ = evaluate.reference_classifier(options, resolution, pipe.unet.config.in_channels)
+        classifier_name = settings["classifier"]
+    else:
+        classifier, _ = load_digits_classifier(resolution)
+        classifier_name = "the digits classifier"
 
     def features(images):
         return classify(classifier, torch.from_numpy(images))[0].numpy()
@@ -128,12 +143,12 @@ def main():
 
     headers = ["sampler"] + [f"{c} calls" for c in args.calls]
     # one result file per model: the default editing model's, and e.g. sampler_quality_trained_demo for outputs/demo
-    name = "sampler_quality_trained" + ("" if args.tiny or args.model_dir == CACHE / "model" else f"_{args.model_dir.name}")
+    name = args.result_name or "sampler_quality_trained" + ("" if args.tiny or args.model_dir == CACHE / "model" else f"_{args.model_dir.name}")
     body = "\n\n".join(f"guidance {g:g}:\n\n" + markdown_table(headers, rows) for g, rows in tables[1:])
     notes = f"""
 Model {'(tiny, in-process)' if args.tiny else f'`{shown_path(args.model_dir)}`'}
-({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, 16x16 digits). Fréchet
-distance in the digits classifier's features of {args.num_samples} samples per cell to {args.num_samples} samples of
+({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, {resolution}x{resolution}). Fréchet
+distance in the features of {classifier_name} of {args.num_samples} samples per cell to {args.num_samples} samples of
 the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact
 sampler would not reach 0). Calibration of the grids on this model took {calibration_s:.0f} s.
 {machine_description(args.num_threads)}; wall time {time.perf_counter() - start:.0f} s (`benchmarks/sampler_quality_trained.py`).

@@ -135,6 +135,17 @@ def test_editing_tiny(tmp_path):
         assert float(row[3]) >= 0, row
 
 
+@pytest.mark.slow
+def test_sampler_quality_trained_tiny(tmp_path):
+    from sampler_quality_trained import DIFFUSERS
+
+    stdout = run_tiny("sampler_quality_trained.py", tmp_path)
+    names = ["Simple default (UniPC)", "Simple calibrated", *DIFFUSERS, "best Diffusers"]
+    rows = check_outputs(tmp_path, "sampler_quality_trained", stdout, names)
+    for row in rows[:-1]:
+        assert all(float(cell) > 0 for cell in row[1:]), row  # Fréchet distances to the 1000-step DDPM samples
+
+
 def test_time_to_reach_interpolates_in_log_log():
     from time_to_quality_fashion_mnist import time_to_reach
 

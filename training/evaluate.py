@@ -46,7 +46,7 @@ from diffusers_simple_training.digits_classifier import digits_images, load_digi
 from diffusers_simple_training.model_card import CARD_NAME, EVAL_RESULTS_NAME, add_eval_results_to_card
 from diffusers_simple_training.nll import variational_bound
 from diffusers_simple_training.precision_recall import precision_recall
-from diffusers_simple_training.reference_classifier import class_coverage, classify, load_classifier
+from diffusers_simple_training.reference_classifier import SmallClassifier, class_coverage, classify, load_classifier
 from diffusers_simple_training.samples import make_grid
 
 
@@ -348,13 +348,7 @@ def classifier_metrics(
     classifier trained on `--classifier_train_split` of `--reference` (cached per dataset, split and resolution). The
     floor is the distance of as many training images as there are samples (a seeded random subset): what a model that
     reproduced the training distribution would get at this sample size (the distance grows as the sample shrinks)."""
-    train_images, train_labels = load_reference(args, resolution, num_channels, need_labels=True, split=args.classifier_train_split)
-    key = "".join(c if c.isalnum() else "-" for c in f"{os.path.basename(os.path.normpath(args.reference))}-{args.classifier_train_split}")
-    epochs = max(2, min(12, 300_000 // len(train_images)))  # ~300k images seen: 12 epochs of digits, 5 of Fashion-MNIST
-    classifier, accuracy = load_classifier(
-        key, resolution, lambda: (to_model_range(train_images), train_labels), size=max(16, resolution),
-        num_held_out=max(1, len(train_images) // 10), num_epochs=epochs,
-    )
+    classifier, settings, train_images = reference_classifier(args, resolution, num_channels)
     num_classes = classifier.head.out_features
     train_features, _ = classify(classifier, to_model_range(floor_subset(train_images, len(samples), args.seed)))
     real_features, _ = classify(classifier, to_model_range(reference))
@@ -367,9 +361,22 @@ def classifier_metrics(
     results["class_coverage"], results["class_entropy_bits"] = class_coverage(predictions, num_classes)
     if sample_labels is not None:
         results["label_accuracy"] = (predictions == sample_labels).double().mean().item()
+    return results, settings
+
+
+def reference_classifier(args, resolution: int, num_channels: int) -> tuple[SmallClassifier, dict, torch.Tensor]:
+    """The `classifier` metric's network: a small classifier trained on `--classifier_train_split` of `--reference`
+    (cached per dataset, split and resolution), its settings (with the held-out accuracy) and those training images."""
+    train_images, train_labels = load_reference(args, resolution, num_channels, need_labels=True, split=args.classifier_train_split)
+    key = "".join(c if c.isalnum() else "-" for c in f"{os.path.basename(os.path.normpath(args.reference))}-{args.classifier_train_split}")
+    epochs = max(2, min(12, 300_000 // len(train_images)))  # ~300k images seen: 12 epochs of digits, 5 of Fashion-MNIST
+    classifier, accuracy = load_classifier(
+        key, resolution, lambda: (to_model_range(train_images), train_labels), size=max(16, resolution),
+        num_held_out=max(1, len(train_images) // 10), num_epochs=epochs,
+    )
     settings = {"classifier": f"SmallClassifier on {args.reference} [{args.classifier_train_split}], {epochs} epochs",
                 "classifier_held_out_accuracy": accuracy, "precision_recall_k": 3}
-    return results, settings
+    return classifier, settings, train_images
 
 
 def nll_metrics(unet, scheduler, reference: torch.Tensor, labels: torch.Tensor | None, args) -> tuple[dict, int]:
