@@ -851,6 +851,7 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         with tempfile.NamedTemporaryFile("w", dir=save_directory, delete=False, suffix=".tmp", encoding="utf-8") as f:
             json.dump(index, f, indent=2, sort_keys=True)
             f.write("\n")
+        shutil.copymode(index_path, f.name)  # the permissions Diffusers gave it, not the temporary file's 0600
         os.replace(f.name, index_path)
 
         if push_to_hub:

@@ -286,6 +286,8 @@ def test_saved_folder_carries_the_package_code(saved_dir):
         assert (saved_dir / copied).read_bytes() == open(original, "rb").read()
     assert (saved_dir / "unet" / "diffusion_pytorch_model.safetensors").exists()
     assert not list(saved_dir.rglob("*.bin")) and not list(saved_dir.rglob("*.pt"))
+    # model_index.json is rewritten through a temporary file: it keeps the permissions of the files Diffusers wrote
+    assert (saved_dir / "model_index.json").stat().st_mode == (saved_dir / "unet" / "config.json").stat().st_mode
 
 
 @pytest.mark.parametrize("module", ["pipeline_simple", "unet_simple", "scheduling_simple"])
