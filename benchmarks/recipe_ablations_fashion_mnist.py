@@ -131,7 +131,7 @@ def main():
 Fashion-MNIST, 32x32 (28x28 padded), unconditional, the 1.70M-parameter SimpleUNet of `{CONFIG}`. Budget
 {args.budget:g} minutes of idle 2-core CPU time per variant: {s['32']:.3f} s per bare training step at batch 32 and
 {s['16']:.3f} s at batch 16 ({state['machine']}), so {steps['fashion_mnist.yaml']} and {steps['batch 16 (not 32)']}
-steps. Each variant changes one setting of the config (one row two); the learning-rate schedule (cosine, 200 warm-up steps) spans
+steps. Each variant changes one setting of the config (the combined row two); the learning-rate schedule (cosine, 200 warm-up steps) spans
 the budget. {args.num_samples} samples per row, {NUM_CALLS} calls of the SimpleScheduler default (UniPC), from the
 exported pipeline (EMA weights unless "no EMA"). Classifier: {state['classifier']['classifier']}, held-out accuracy
 {state['classifier']['classifier_held_out_accuracy']:.3f}. One training run per row; the "seed 1" row is the config
