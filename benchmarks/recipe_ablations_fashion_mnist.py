@@ -50,9 +50,13 @@ def add_arguments(parser):
 def seconds_per_step(num_threads: int) -> dict[int, float]:
     """Seconds per bare training step of the config's UNet at each batch size of the variants, timed interleaved."""
     device, autocast = device_and_autocast()
-    batch_sizes = sorted({v.get("train_batch_size", 32) for v in VARIANTS.values()})
+    batch_sizes = sorted({batch_size(name) for name in VARIANTS})
     steps = {b: make_train_step(build_unet("SimpleUNet", RESOLUTION, 1, **UNET), b, RESOLUTION, device, autocast, seed=0) for b in batch_sizes}
     return time_interleaved(steps, repeats=10, warmup=2)
+
+
+def batch_size(name: str) -> int:
+    return VARIANTS[name].get("train_batch_size", 32)
 
 
 def variant_dir(args, name: str) -> Path:
@@ -95,7 +99,7 @@ def main():
         state = dict(budget=args.budget, seconds_per_step={str(b): s for b, s in seconds_per_step(args.num_threads).items()},
                      machine=machine_description(args.num_threads), results={})
         saved.write_text(json.dumps(state, indent=1))
-    steps = {name: int(args.budget * 60 / state["seconds_per_step"][str(v.get("train_batch_size", 32))]) for name, v in VARIANTS.items()}
+    steps = {name: int(args.budget * 60 / state["seconds_per_step"][str(batch_size(name))]) for name in VARIANTS}
     todo = [name for name in VARIANTS if not trained(args, name, steps[name])]
     for pair in (todo[i:i + 2] for i in range(0, len(todo), 2)):  # two runs at a time, one thread each (an odd last one alone)
         processes = {name: train_variant(args, name, VARIANTS[name], steps[name]) for name in pair}
@@ -120,7 +124,7 @@ def main():
 
     base = state["results"]["fashion_mnist.yaml"]["classifier_fd"]
     headers = ["variant", "steps", "images seen", "classifier FD", "FD / config's", "precision", "recall", "class coverage"]
-    rows = [[name, r["steps"], r["steps"] * VARIANTS[name].get("train_batch_size", 32), r["classifier_fd"], r["classifier_fd"] / base,
+    rows = [[name, r["steps"], r["steps"] * batch_size(name), r["classifier_fd"], r["classifier_fd"] / base,
              r["precision"], r["recall"], r["class_coverage"]] for name, r in state["results"].items()]
     figure, axes = new_figure(width=7)
     ax = axes[0, 0]

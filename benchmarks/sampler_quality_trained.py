@@ -148,7 +148,7 @@ def main():
     notes = f"""
 Model {'(tiny, in-process)' if args.tiny else f'`{shown_path(args.model_dir)}`'}
 ({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, {resolution}x{resolution}). Fréchet
-distance in the features of {classifier_name} of {args.num_samples} samples per cell to {args.num_samples} samples of
+distance in the features of {classifier_name} ({args.num_samples} samples per cell) to {args.num_samples} samples of
 the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact
 sampler would not reach 0). Calibration of the grids on this model took {calibration_s:.0f} s.
 {machine_description(args.num_threads)}; wall time {time.perf_counter() - start:.0f} s (`benchmarks/sampler_quality_trained.py`).

@@ -381,6 +381,8 @@ def test_classifier_metrics_on_a_saved_labelled_dataset(tmp_path, classifier_cac
     assert f"| classifier_fd | {results['classifier_fd']:.4g} |" in card.text and card.data.license == "mit"
     indexed = {r.metric_type for r in card.data.eval_results}  # the model's metrics; the floor measures the data
     assert indexed == set(results) - {"classifier_fd_floor"} and card.data.model_name == "model"
+    assert settings["classifier"] == "SmallClassifier on data [train], 12 epochs"  # local folders by their names only
+    assert str(tmp_path) not in card.content + (tmp_path / "model" / "eval_results.json").read_text()
 
     # The floor is measured at the sample size: with more samples (the test images themselves here) it shrinks.
     args = evaluate.parse_args(["--pretrained_model_name_or_path", str(tmp_path / "model"), "--reference", str(tmp_path / "data"),

@@ -43,6 +43,12 @@ class TrainingData:
     hub_id: str | None  # the Hub dataset id, for the model card metadata
 
 
+def shown_name(name_or_path: str) -> str:
+    """How a dataset or model is named in logs, results and cards: a local folder by its name (its path means nothing
+    on the Hub and may hold a user name), anything else (a Hub id) as it is."""
+    return os.path.basename(os.path.normpath(name_or_path)) if os.path.isdir(name_or_path) else name_or_path
+
+
 def open_dataset(
     name: str | None,
     split: str = "train",
@@ -64,7 +70,7 @@ def open_dataset(
         dataset = datasets.load_dataset(
             "imagefolder", data_dir=data_dir, cache_dir=cache_dir, split=split, streaming=streaming
         )
-        return dataset, f"the image folder `{data_dir}`", None
+        return dataset, f"the image folder `{shown_name(data_dir)}`", None
     if name is None:
         return load_digits_dataset(), DIGITS_DESCRIPTION, None
 
@@ -74,7 +80,7 @@ def open_dataset(
             if split not in dataset:
                 raise ValueError(f"The saved dataset {name!r} has no {split!r} split; its splits are {list(dataset)}.")
             dataset = dataset[split]
-        return dataset, f"the saved dataset `{name}`", None
+        return dataset, f"the saved dataset `{shown_name(name)}`", None
     try:
         dataset = datasets.load_dataset(name, config_name, cache_dir=cache_dir, split=split, streaming=streaming)
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training import frechet
-from diffusers_simple_training.data import ImageTransform, open_dataset
+from diffusers_simple_training.data import ImageTransform, open_dataset, shown_name
 from diffusers_simple_training.digits_classifier import digits_images, load_digits_classifier
 from diffusers_simple_training.model_card import CARD_NAME, EVAL_RESULTS_NAME, add_eval_results_to_card
 from diffusers_simple_training.nll import variational_bound
@@ -374,7 +374,7 @@ def reference_classifier(args, resolution: int, num_channels: int) -> tuple[Smal
         key, resolution, lambda: (to_model_range(train_images), train_labels), size=max(16, resolution),
         num_held_out=max(1, len(train_images) // 10), num_epochs=epochs,
     )
-    settings = {"classifier": f"SmallClassifier on {args.reference} [{args.classifier_train_split}], {epochs} epochs",
+    settings = {"classifier": f"SmallClassifier on {shown_name(args.reference)} [{args.classifier_train_split}], {epochs} epochs",
                 "classifier_held_out_accuracy": accuracy, "precision_recall_k": 3}
     return classifier, settings, train_images
 
@@ -413,7 +413,7 @@ def evaluate(args) -> dict:
 
     results = {}
     settings = {
-        "pretrained_model_name_or_path": args.pretrained_model_name_or_path,
+        "pretrained_model_name_or_path": shown_name(args.pretrained_model_name_or_path),
         "scheduler": scheduler_name(pipeline.scheduler),
         "num_inference_steps": args.num_inference_steps if args.num_inference_steps is not None else "pipeline default",
         "guidance_scale": args.guidance_scale if num_classes else "n/a (unconditional)",
@@ -426,7 +426,7 @@ def evaluate(args) -> dict:
     }
     if reference is not None:
         split = "all 1797 digits" if args.reference == "digits" else args.reference_split
-        settings.update(reference=args.reference, reference_split=split, num_reference=len(reference))
+        settings.update(reference=shown_name(args.reference), reference_split=split, num_reference=len(reference))
     if weights_path is not None:
         real, fake = inception_features(reference, weights_path, args), inception_features(samples, weights_path, args)
         settings["inception"] = "torchmetrics NoTrainInceptionV3 inception-v3-compat, 2048 pool features, TF-style resize"
