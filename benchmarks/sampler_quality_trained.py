@@ -15,7 +15,9 @@ unconditional inputs); the distance is measured in the features of the digits cl
 trained on `--classifier_reference`. Samplers: SimpleScheduler's default (UniPC on its warped log-SNR grid),
 the same with grids calibrated on this model (`calibrate_pipeline`, 2 batches of 16, in `--work_dir`), and the best
 Diffusers multistep configurations of `sampler_accuracy.py` (DPMSolverMultistep 2M with Lu's lambdas; UniPC bh2
-karras; DDIM trailing), swapped onto the same UNet.
+karras; DDIM trailing), swapped onto the same UNet. With `--classifier_reference`, a second table puts the same
+samples against the real images of its test split: how close each sampler comes to the data, not to the model's
+own DDPM distribution.
 """
 
 import inspect
@@ -87,12 +89,16 @@ def main():
     pipe.set_progress_bar_config(disable=True)
     resolution = pipe.unet.config.sample_size
     if args.classifier_reference:
-        options = evaluate.parse_args(["--pretrained_model_name_or_path", str(args.model_dir), "--reference", args.classifier_reference, "--pad_to_resolution"])
+        options = evaluate.parse_args(["--pretrained_model_name_or_path", str(args.model_dir), "--reference", args.classifier_reference,
+                                       "--reference_split", "test", "--pad_to_resolution"])
         classifier, settings, _ = evaluate.reference_classifier(options, resolution, pipe.unet.config.in_channels)
         classifier_name = settings["classifier"]
+        test_images, _ = evaluate.load_reference(options, resolution, pipe.unet.config.in_channels, need_labels=False)
+        test_reference = classify(classifier, evaluate.to_model_range(test_images))[0].numpy()  # the real data, held out
     else:
         classifier, _ = load_digits_classifier(resolution)
         classifier_name = "the digits classifier"
+        test_reference = None
 
     def features(images):
         return classify(classifier, torch.from_numpy(images))[0].numpy()
@@ -112,7 +118,7 @@ def main():
     for p in samplers.values():
         p.set_progress_bar_config(disable=True)
 
-    tables, (figure, axes) = [], new_figure(ncols=len(args.guidance_scales), width=5.5)
+    tables, test_tables, (figure, axes) = [], [], new_figure(ncols=len(args.guidance_scales), width=5.5)
     for column, guidance in enumerate(args.guidance_scales):
         cached = args.model_dir / f"ddpm1000_{guidance:g}_{args.num_samples}.npy"
         if args.tiny or not cached.exists():
@@ -124,8 +130,10 @@ def main():
         else:
             reference_images = np.load(cached)
         reference = features(reference_images)
-        distance = {(name, c): frechet_distance_from_features(reference, features(draw(p, args.num_samples, 10**6, guidance, num_inference_steps=c)))
-                    for name, p in samplers.items() for c in args.calls}
+        cells = {(name, c): features(draw(p, args.num_samples, 10**6, guidance, num_inference_steps=c)) for name, p in samplers.items() for c in args.calls}
+        distance = {cell: frechet_distance_from_features(reference, f) for cell, f in cells.items()}
+        if test_reference is not None:  # the same samples against the real test images
+            test_tables.append((guidance, [[name, *(frechet_distance_from_features(test_reference, cells[name, c]) for c in args.calls)] for name in samplers]))
         rows = [[name, *(distance[name, c] for c in args.calls)] for name in samplers]
         best = [min(DIFFUSERS, key=lambda n: distance[n, c]) for c in args.calls]
         rows.append(["best Diffusers", *(f"{distance[n, c]:.3g} ({n})" for n, c in zip(best, args.calls))])
@@ -144,7 +152,9 @@ def main():
     headers = ["sampler"] + [f"{c} calls" for c in args.calls]
     # one result file per model: the default editing model's, and e.g. sampler_quality_trained_demo for outputs/demo
     name = args.result_name or "sampler_quality_trained" + ("" if args.tiny or args.model_dir == CACHE / "model" else f"_{args.model_dir.name}")
-    body = "\n\n".join(f"guidance {g:g}:\n\n" + markdown_table(headers, rows) for g, rows in tables[1:])
+    body = "\n\n".join([f"guidance {g:g}:\n\n" + markdown_table(headers, rows) for g, rows in tables[1:]]
+                       + [f"The same samples against the {len(test_reference)} real test images (guidance {g:g}; the table after this one is "
+                           "the distance to the DDPM samples):\n\n" + markdown_table(headers, rows) for g, rows in test_tables])
     notes = f"""
 Model {'(tiny, in-process)' if args.tiny else f'`{shown_path(args.model_dir)}`'}
 ({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, {resolution}x{resolution}). Fréchet
