@@ -164,7 +164,8 @@ sampler would not reach 0). Calibration of the grids on this model took {calibra
 {machine_description(args.num_threads)}; wall time {time.perf_counter() - start:.0f} s (`benchmarks/sampler_quality_trained.py`).
 {'The last table: guidance %g.' % tables[0][0] if len(tables) > 1 else ''}
 """
-    write_results(args.output_dir, name, "Few-step sampling on a trained model", headers, tables[0][1], notes + ("\n" + body if body else ""), figure)
+    title = "Few-step sampling on a trained model" + ("" if args.tiny else f": {shown_path(args.model_dir)}") + (", also against the test set" if test_tables else "")
+    write_results(args.output_dir, name, title, headers, tables[0][1], notes + ("\n" + body if body else ""), figure)
 
 
 if __name__ == "__main__":
