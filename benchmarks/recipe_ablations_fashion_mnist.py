@@ -67,6 +67,11 @@ def batch_size(name: str) -> int:
     return VARIANTS[name].get("train_batch_size", 32)
 
 
+def num_steps(budget: float, state: dict, batch: int) -> int:
+    """Optimizer steps that fill `budget` minutes at the measured seconds per step of `batch`."""
+    return int(budget * 60 / state["seconds_per_step"][str(batch)])
+
+
 def variant_dir(args, name: str) -> Path:
     return args.work_dir / name.split(" (")[0].replace(" ", "_")
 
@@ -110,7 +115,7 @@ def main():
         state = dict(budget=args.budget, seconds_per_step={str(b): s for b, s in seconds_per_step(args.num_threads).items()},
                      machine=machine_description(args.num_threads), results={})
         saved.write_text(json.dumps(state, indent=1))
-    steps = {v: int(args.budget * 60 / state["seconds_per_step"][str(batch_size(v))]) for v in variants}
+    steps = {v: num_steps(args.budget, state, batch_size(v)) for v in variants}
     todo = [v for v in variants if not trained(args, v, steps[v])]
     for pair in (todo[i:i + 2] for i in range(0, len(todo), 2)):  # two runs at a time, one thread each (an odd last one alone)
         processes = {v: train_variant(args, v, variants[v], steps[v]) for v in pair}
@@ -145,7 +150,7 @@ def main():
     notes = f"""
 Fashion-MNIST, 32x32 (28x28 padded), unconditional, the 1.70M-parameter SimpleUNet of `{CONFIG}`. Budget
 {args.budget:g} minutes of idle 2-core CPU time per variant: {s['32']:.3f} s per bare training step at batch 32 and
-{s['16']:.3f} s at batch 16 ({state['machine']}), so {int(args.budget * 60 / s['32'])} and {int(args.budget * 60 / s['16'])}
+{s['16']:.3f} s at batch 16 ({state['machine']}), so {num_steps(args.budget, state, 32)} and {num_steps(args.budget, state, 16)}
 steps. Each variant changes one setting of the config (the combined row two); the learning-rate schedule (cosine, 200 warm-up steps) spans
 the budget. {args.num_samples} samples per row, {NUM_CALLS} calls of the SimpleScheduler default (UniPC), from the
 exported pipeline (EMA weights unless "no EMA"). Classifier: {state['classifier']['classifier']}, held-out accuracy
