@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# `accelerate launch` runs a CPU process with 1 thread unless told otherwise
+CPU_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: setup demo test test-fast test-wheel fashion-mnist benchmarks time-to-quality-fashion-mnist recipe-ablations-fashion-mnist clean
 
@@ -19,6 +21,7 @@ setup: $(STAMP)
 # Trains briefly on CPU on the embedded digits dataset; writes a pipeline folder, sample grid and model card.
 demo: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		--num_cpu_threads_per_process $(CPU_THREADS) \
 		training/train.py --config training/configs/demo.yaml --output_dir outputs/demo --overwrite_output_dir
 	@echo "Samples: outputs/demo/samples.png. Load the pipeline with" \
 		"DiffusionPipeline.from_pretrained('outputs/demo', trust_remote_code=True)."

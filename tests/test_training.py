@@ -649,6 +649,17 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
     assert not (tmp_path / "model_index.json").exists()
 
 
+@pytest.mark.parametrize(
+    "device, threads, cores, processes, warned",
+    [("cpu", 1, 2, 1, True), ("cpu", 2, 2, 1, False), ("cpu", 1, 2, 2, False), ("cpu", 2, 8, 2, True), ("cuda", 1, 8, 1, False)],
+)
+def test_idle_cores_warning(device, threads, cores, processes, warned):
+    warning = train.idle_cores_warning(device, threads, cores, processes)
+    assert (warning is not None) == warned
+    if warned:
+        assert f"--num_cpu_threads_per_process {cores // processes}" in warning and f"on {cores} cores" in warning
+
+
 def launch_training(args, output_dir, processes=1, config_file=None):
     """Starts `accelerate launch training/train.py` with a tiny model: DDP with `processes` > 1, or as `config_file`
     (an Accelerate config) says. Returns the `Popen`."""
@@ -690,6 +701,8 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     output = resumed.communicate()[0]
     assert resumed.returncode == 0, output[-3000:]
     assert f"Resumed from {tmp_path / 'b' / f'checkpoint-{step}'} at step {step}" in output
+    if len(os.sched_getaffinity(0)) > 1:  # launched without --num_cpu_threads_per_process: 1 thread, and a warning
+        assert "--num_cpu_threads_per_process" in output, output[-3000:]
 
     assert_same_weights(weights(tmp_path / "a" / "checkpoint-120"), weights(tmp_path / "b" / "checkpoint-120"))
     unet = "unet/diffusion_pytorch_model.safetensors"

@@ -67,6 +67,19 @@ def launched_on_cpus_only() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
 
 
+def idle_cores_warning(device_type: str, threads: int, cores: int, local_processes: int) -> str | None:
+    """A warning when CPU training leaves cores idle: `accelerate launch` sets OMP_NUM_THREADS=1 unless it is given
+    `--num_cpu_threads_per_process` (or `--cpu` on a machine with several physical cores), which on 2 cores makes a
+    step about 1.4x slower (Fashion-MNIST config: 1.45 vs 1.01 s)."""
+    if device_type != "cpu" or threads * local_processes >= cores:
+        return None
+    return (
+        f"Training on the CPU with {threads} thread(s) in each of {local_processes} process(es) on {cores} cores. "
+        f"`accelerate launch` sets OMP_NUM_THREADS=1 unless told otherwise: pass `accelerate launch "
+        f"--num_cpu_threads_per_process {max(cores // local_processes, 1)}` (or set OMP_NUM_THREADS) to use them all."
+    )
+
+
 def on_main_process(accelerator, function, *arguments):
     """Runs `function(*arguments)` on the main process only and returns its result on every process; an error there
     is raised on every process (the others would otherwise wait for the main one forever)."""
@@ -295,6 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     args.mixed_precision = accelerator.mixed_precision  # as resolved from the flag or the accelerate config
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+    warning = idle_cores_warning(accelerator.device.type, torch.get_num_threads(), cores, local_processes)
+    if warning:
+        logger.warning(warning)
     if not accelerator.is_local_main_process:
         datasets.utils.logging.set_verbosity_error()
         diffusers.utils.logging.set_verbosity_error()
