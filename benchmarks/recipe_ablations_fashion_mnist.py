@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from diffusers_simple_training.atomic import write_text
 from common import build_unet, device_and_autocast, machine_description, make_train_step, new_figure, parse_args, time_interleaved, write_results
 from time_to_quality_fashion_mnist import CONFIG, DATASET, NUM_CALLS, REPO, RESOLUTION, UNET
 
@@ -114,7 +115,7 @@ def main():
     if state.get("budget") != args.budget:
         state = dict(budget=args.budget, seconds_per_step={str(b): s for b, s in seconds_per_step(args.num_threads).items()},
                      machine=machine_description(args.num_threads), results={})
-        saved.write_text(json.dumps(state, indent=1))
+        write_text(saved, json.dumps(state, indent=1))
     steps = {v: num_steps(args.budget, state, batch_size(v)) for v in variants}
     todo = [v for v in variants if not trained(args, v, steps[v])]
     for pair in (todo[i:i + 2] for i in range(0, len(todo), 2)):  # two runs at a time, one thread each (an odd last one alone)
@@ -136,7 +137,7 @@ def main():
         state["results"][v] = dict(steps=steps[v], **metrics)
         state["classifier"] = settings
         print(v, state["results"][v], flush=True)
-        saved.write_text(json.dumps(state, indent=1))
+        write_text(saved, json.dumps(state, indent=1))
 
     base = state["results"]["fashion_mnist.yaml"]["classifier_fd"]
     headers = ["variant", "steps", "images seen", "classifier FD", "FD / config's", "precision", "recall", "class coverage"]

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from diffusers_simple_training.atomic import write_text
 from common import (
     build_unet,
     device_and_autocast,
@@ -95,7 +96,7 @@ def train(args) -> None:
             raise SystemExit(f"{plan_path} plans budgets {p['budgets']}, not {args.budgets}: pass those, or another --work_dir.")
     else:
         p = plan(args)
-        plan_path.write_text(json.dumps(p, indent=1))  # the evaluation can start from it if the training is cut short
+        write_text(plan_path, json.dumps(p, indent=1))  # the evaluation can start from it if the training is cut short
     print(json.dumps(p, indent=1), flush=True)
     commands = train_commands(args, p)
     if any(Path(args.work_dir, "ours").glob("checkpoint-*")):
@@ -115,7 +116,7 @@ def train(args) -> None:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     p["train_cpu_s_both"] = usage.ru_utime + usage.ru_stime
     p.pop("stopped_after_budget_minutes", None)
-    plan_path.write_text(json.dumps(p, indent=1))
+    write_text(plan_path, json.dumps(p, indent=1))
 
 
 def checkpoint_dir(args, p: dict, recipe: str, budget_index: int) -> Path:
@@ -181,7 +182,7 @@ def evaluate_all(args) -> None:
             results.append(dict(recipe=recipe, budget=budget, steps=steps, images_seen=steps * BATCH_SIZES[recipe],
                                 sampler=sampler, num_samples=args.num_samples, sampling_s=time.perf_counter() - start, **metrics))
             print(results[-1], flush=True)
-            saved.write_text(json.dumps(dict(plan=p, floor=floor, classifier=settings, results=results), indent=1))
+            write_text(saved, json.dumps(dict(plan=p, floor=floor, classifier=settings, results=results), indent=1))
     report(args, p, floor, settings, results)
 
 

@@ -15,6 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from diffusers_simple_training.args import FLOAT_RANGES, build_parser, parse_args
+from diffusers_simple_training.atomic import write_text
 from diffusers_simple_training.checkpointing import latest_checkpoint, list_checkpoints, resolve_checkpoint
 from diffusers_simple_training.lineage import MARKER_NAME, RunLine, write_marker
 from diffusers_simple_training.run_lock import LOCK_NAME, OutputDirLockedError, RunLock
@@ -228,3 +229,13 @@ def test_out_of_range_arguments_are_refused():
         parse_args(["--adam_beta2", "1"])
     with pytest.raises(ValueError, match=r"--ema_inv_gamma must be in \(0, inf\), but is 0.0"):
         parse_args(["--ema_inv_gamma", "0"])
+
+
+def test_write_text_replaces_the_file_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "results.json"
+    write_text(path, '{"a": 1}')
+    assert path.read_text() == '{"a": 1}'
+    with pytest.raises(UnicodeEncodeError):  # fails halfway through writing: the old file stays, no temporary file
+        write_text(path, '{"a": 2, "b": "' + "x" * 100_000 + '\ud800"}')
+    assert path.read_text() == '{"a": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

@@ -33,3 +33,19 @@ def replace_path(source: str, target: str) -> None:
     else:
         os.replace(source, target)
     fsync_path(os.path.dirname(os.path.abspath(target)))
+
+
+def write_text(path: "str | os.PathLike", text: str) -> None:
+    """Writes `text` (UTF-8) to the file `path` through a temporary file beside it: a crash or an error leaves the old
+    file or the new one, never a truncated one."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        replace_path(temporary, str(path))
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training import frechet
+from diffusers_simple_training.atomic import write_text
 from diffusers_simple_training.data import ImageTransform, open_dataset, shown_name
 from diffusers_simple_training.digits_classifier import digits_images, load_digits_classifier
 from diffusers_simple_training.model_card import CARD_NAME, EVAL_RESULTS_NAME, add_eval_results_to_card
@@ -456,9 +457,7 @@ def evaluate(args) -> dict:
     grid = samples[:MAX_GRID_IMAGES].permute(0, 2, 3, 1).numpy() / 255.0
     make_grid(grid, min(num_classes, len(grid)) if num_classes else math.ceil(math.sqrt(len(grid)))).save(os.path.join(args.output_dir, GRID_NAME))
     os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
-    with open(args.output_json, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
+    write_text(args.output_json, json.dumps(results, indent=2) + "\n")
     if os.path.abspath(args.output_json) == os.path.abspath(os.path.join(args.output_dir, EVAL_RESULTS_NAME)):
         if add_eval_results_to_card(args.output_dir):  # an exported pipeline's card shows what was just measured
             print(f"Added the metrics to the model card {os.path.join(args.output_dir, CARD_NAME)}.")

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from diffusers_simple_training.atomic import replace_path
+from diffusers_simple_training.atomic import write_text
 
 
 MARKER_NAME = "training_run.json"
@@ -77,9 +77,4 @@ def write_marker(output_dir: str, line: RunLine) -> None:
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
-    temporary = os.path.join(output_dir, MARKER_NAME + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    replace_path(temporary, os.path.join(output_dir, MARKER_NAME))
+    write_text(os.path.join(output_dir, MARKER_NAME), json.dumps(record, indent=2))
