@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # `accelerate launch` runs a CPU process with 1 thread unless told otherwise
 CPU_THREADS ?= $(shell nproc 2>/dev/null || echo 1)
+# optimizer steps of `make fashion-mnist-model`
+FASHION_STEPS ?= 6000
 
 .PHONY: setup demo test test-fast test-wheel fashion-mnist benchmarks time-to-quality-fashion-mnist recipe-ablations-fashion-mnist fashion-mnist-model clean
 
@@ -65,7 +67,7 @@ recipe-ablations-fashion-mnist: fashion-mnist
 fashion-mnist-model: fashion-mnist
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		--num_cpu_threads_per_process $(CPU_THREADS) training/train.py --config training/configs/fashion_mnist.yaml \
-		--label_column label --class_dropout_prob 0.1 --max_train_steps 6000 --checkpointing_steps 500 \
+		--label_column label --class_dropout_prob 0.1 --max_train_steps $(FASHION_STEPS) --checkpointing_steps 500 \
 		--checkpoints_total_limit 2 --output_dir outputs/fashion_mnist_model --resume_from_checkpoint latest
 	$(PY) -m diffusers_simple_training.evaluate --pretrained_model_name_or_path outputs/fashion_mnist_model \
 		--metrics classifier --reference data/fashion-mnist --reference_split test --pad_to_resolution \
