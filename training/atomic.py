@@ -40,7 +40,7 @@ def write_text(path: "str | os.PathLike", text: str) -> None:
     file or the new one, never a truncated one."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(temporary, "w", encoding="utf-8") as f:
+        with open(temporary, "w", encoding="utf-8", newline="") as f:  # "\n" kept as is, as ModelCard.save does
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

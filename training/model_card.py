@@ -9,7 +9,7 @@ from importlib.resources import files
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from diffusers_simple_training.atomic import replace_path
+from diffusers_simple_training.atomic import write_text
 
 
 # `model_cards/` of the checkout, installed as the package data `diffusers_simple_training.model_cards`.
@@ -193,6 +193,5 @@ def add_eval_results_to_card(folder: str) -> bool:
     training_data = (card.data.datasets or [None])[0] or os.path.basename(os.path.normpath(folder))
     card.data.eval_results = model_index_results(metrics, settings, training_data)
     card.data.model_name = card.data.model_name or os.path.basename(os.path.normpath(folder))
-    card.save(card_path + ".tmp")
-    replace_path(card_path + ".tmp", card_path)
+    write_text(card_path, str(card))  # what `card.save` writes, flushed to disk before it replaces the old card
     return True
