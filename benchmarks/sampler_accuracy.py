@@ -143,6 +143,7 @@ def diffusers_configs():
 
 SIMPLE_CONFIGS = {
     "Simple default": {},
+    "Simple without analytic first step": {"analytic_first_step": False},
     "Simple unipc order 3": {"solver_order": 3},
     "Simple unipc last_lambda fixed at 3": {"last_lambda_growth": 0.0},
     "Simple unipc log-SNR-uniform": {"lambda_spacing_power": 1.0},
@@ -157,7 +158,7 @@ def describe(scheduler) -> str:
     if config.sampler == "unipc":
         return (f"unipc order {config.solver_order}, corrector={config.use_corrector}, warped log-SNR grid "
                 f"(last_lambda={config.last_lambda}, +{config.last_lambda_growth} per call above {config.last_lambda_growth_start}, "
-                f"lambda_spacing_power={config.lambda_spacing_power})")
+                f"lambda_spacing_power={config.lambda_spacing_power}), analytic_first_step={config.analytic_first_step}")
     return f"{config.sampler}, {config.timestep_spacing} spacing"
 
 

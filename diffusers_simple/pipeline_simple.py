@@ -370,7 +370,9 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
                 f"[{1 / n:.4g}, 1]; or raise `num_inference_steps`."
             )
         start = (n - kept) * order
-        if hasattr(self.scheduler, "set_begin_index"):  # Diffusers' multistep schedulers count their steps
+        # Diffusers' multistep schedulers count their steps; at start 0 (strength 1) the input is pure noise, as for
+        # generation (SimpleScheduler's analytic first step then applies in full)
+        if start > 0 and hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start)
         return self.scheduler.timesteps[start:]
 
@@ -688,7 +690,11 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         device = self._execution_device
         labels = None if class_labels is None else self.prepare_class_labels(class_labels, batch_size, device)
         self.scheduler.set_timesteps(int(num_inference_steps), device=device)
-        return device, labels, self.scheduler.timesteps
+        timesteps = self.scheduler.timesteps
+        if getattr(self.scheduler, "analytic_first_step_active", False):
+            # sampling starts at T - 1 with an analytic step (no model call there): invert up to x_T all the same
+            timesteps = torch.cat([timesteps.new_tensor([self.scheduler.config.num_train_timesteps - 1]), timesteps])
+        return device, labels, timesteps
 
     @torch.no_grad()
     def invert(
@@ -705,7 +711,8 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         r"""
         Deterministic inversion of images to their noise `x_T`: the DDIM ODE (Song et al. 2021, eq. 13; DPM-Solver++
         of order 1 is the same step) integrated from the image up the timesteps of the current scheduler's
-        `set_timesteps(num_inference_steps)`, whatever its sampler. Then, with `reconstruct`, the noise is decoded
+        `set_timesteps(num_inference_steps)`, whatever its sampler, and on to `t = T - 1` when the scheduler reaches
+        that point with an analytic first step (SimpleScheduler's `analytic_first_step`). Then, with `reconstruct`, the noise is decoded
         back down the same timesteps and the error measured.
 
         Args:

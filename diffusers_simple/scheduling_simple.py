@@ -262,8 +262,18 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         last_lambda_growth_start (`int`, defaults to 6):
             For `"unipc"`: the number of model calls above which `last_lambda_growth` applies.
         lambda_spacing_power (`float`, defaults to 0.6):
-            For `"unipc"`: lambda_i = lambda_{T-1} + (last_lambda - lambda_{T-1}) (i / (n - 1))^p; 1 is
-            log-SNR-uniform, smaller values spend more calls at high noise.
+            For `"unipc"`: lambda_i = lambda_{T-1} + (last_lambda - lambda_{T-1}) (i / m)^p, i = 0..m (m = n, or
+            n - 1 without `analytic_first_step`); 1 is log-SNR-uniform, smaller values spend more calls at high noise.
+        analytic_first_step (`bool`, defaults to `True`):
+            For `"unipc"` grids made by `set_timesteps(num_inference_steps)` (the warped log-SNR grid, or a calibrated
+            grid that starts below `T - 1`): no model call at `t = T - 1`. There the noise prediction is the noise
+            itself to within sqrt(abar_{T-1}) (0.006 for the DDPM schedule), so the step from `T - 1` to the first
+            grid point is taken analytically with eps = x_T (the "analytic first step" of Zhou et al. 2024, "Fast
+            ODE-based Sampling for Diffusion Models in Around 5 Steps", https://huggingface.co/papers/2312.00094),
+            and all `n` calls go to lower noise. Generation starts from `randn * init_noise_sigma`, the result of
+            that step; after the first call the step is redone with that call's x_0 prediction (no extra call).
+            Pipelines that start from a noised image rather than pure noise call `set_begin_index`, which skips that
+            redo.
         calibrated_timesteps (`dict[str, list[float]]`, *optional*):
             Per-model grids for the ODE samplers, `{"N": [N strictly decreasing timesteps]}`, used by
             `set_timesteps(N)`; made by `diffusers_simple_training.calibrate` (`diffusers-simple-calibrate`).
@@ -302,6 +312,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         last_lambda_growth_start: int = 6,
         lambda_spacing_power: float = 0.6,
         calibrated_timesteps: dict[str, list[float]] | None = None,
+        analytic_first_step: bool = True,
     ):
         _check_choice("sampler", sampler, SAMPLERS)
         _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
@@ -319,6 +330,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(f"{name}={value!r} is not a finite number; pass a finite float.")
         if not (isinstance(num_train_timesteps, int) and num_train_timesteps >= 1):
             raise ValueError(f"num_train_timesteps={num_train_timesteps!r} must be a positive integer.")
+        if not isinstance(analytic_first_step, bool):
+            raise ValueError(f"analytic_first_step={analytic_first_step!r} must be True or False.")
         if lambda_spacing_power <= 0:
             raise ValueError(f"lambda_spacing_power={lambda_spacing_power!r} must be > 0 (1 = log-SNR-uniform).")
         if isinstance(last_lambda_growth_start, bool) or not isinstance(last_lambda_growth_start, int) or last_lambda_growth_start < 1:
@@ -369,7 +382,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # abar after the last step: 1 (the clean sample) or abar_0
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
 
-        self.init_noise_sigma = 1.0  # x_T ~ N(0, I)
+        self.init_noise_sigma = 1.0  # x_T ~ N(0, I); set_timesteps changes it with `analytic_first_step`
         check_calibrated_timesteps(calibrated_timesteps, num_train_timesteps)
 
         # set by `set_timesteps`
@@ -440,7 +453,10 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
                 The device to move `self.timesteps` to. If `None`, the timesteps stay on the CPU.
             timesteps (`list[int]` or `list[float]`, *optional*):
                 Custom timesteps: strictly descending numbers in `[0, num_train_timesteps - 1]`, integers for
-                `"ddpm"` and `"ddim"`.
+                `"ddpm"` and `"ddim"`; each is one model call (no analytic first step).
+
+        With `analytic_first_step` and a `"unipc"` grid below `T - 1`, `analytic_first_step_active` is `True` and
+        `init_noise_sigma` is the scale of the sample at `self.timesteps[0]`; otherwise they are `False` and 1.
         """
         T = self.config.num_train_timesteps
         if (num_inference_steps is None) == (timesteps is None):
@@ -494,7 +510,31 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         with np.errstate(divide="ignore"):
             self._lambdas = np.log(self._alphas) - np.log(self._sigmas)  # +inf at the clean sample
         self.num_inference_steps = len(timesteps)
+        # analytic first step: (alpha, sigma) at t = T - 1, where sampling starts without a model call
+        self._analytic_start, self.init_noise_sigma, self.analytic_first_step_active = None, 1.0, False
+        if self.config.analytic_first_step and self.config.sampler == "unipc" and source != "custom timesteps" \
+                and timesteps[0] < T - 1:
+            abar_start = float(self._abar_at(np.array([T - 1.0]))[0])
+            alpha_s, sigma_s = math.sqrt(abar_start), math.sqrt(1 - abar_start)
+            self._analytic_start, self.analytic_first_step_active = (alpha_s, sigma_s), True
+            # DDIM from T - 1 with eps = x_T: x_0 = (1 - sigma_s) / alpha_s x_T = alpha_s / (1 + sigma_s) x_T, so
+            # x_{t_0} = alpha_0 x_0 + sigma_0 x_T = init_noise_sigma x_T
+            self.init_noise_sigma = float(self._sigmas[0] + self._alphas[0] * alpha_s / (1 + sigma_s))
+        self._begin_index = None
         self._reset_history()
+
+    def set_begin_index(self, begin_index: int = 0):
+        """
+        Marks a sampling loop that starts at `self.timesteps[begin_index]` from a noised sample rather than from
+        pure noise (img2img, RePaint), as in Diffusers' multistep schedulers. Run it after `set_timesteps`. With
+        `analytic_first_step`, a loop that starts at index 0 then skips the redo of the analytic first step (its
+        sample already holds the signal).
+
+        Args:
+            begin_index (`int`, defaults to 0):
+                The index of the first timestep the loop steps from.
+        """
+        self._begin_index = int(begin_index)
 
     def _check_grid(self, timesteps: np.ndarray, source: str, integers: bool, strict: bool = True):
         T = self.config.num_train_timesteps
@@ -551,8 +591,9 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         return np.interp(-lambdas, log_sigmas[finite], np.arange(T)[finite])
 
     def _warped_log_snr_timesteps(self, n: int) -> np.ndarray:
-        # The "unipc" default grid: the first model call at t = T - 1, the others at half log-SNRs
-        # lambda_i = lambda_start + (lambda_end - lambda_start) (i / (n - 1))^p, p = lambda_spacing_power and lambda_end
+        # The "unipc" default grid: points at half log-SNRs lambda_i = lambda_start + (lambda_end - lambda_start) (i / m)^p,
+        # i = 0..m, the first at t = T - 1 (m = n with the analytic first step, which drops that point from the model
+        # calls; m = n - 1 without), p = lambda_spacing_power and lambda_end
         # = last_lambda + last_lambda_growth * max(0, n - last_lambda_growth_start) (capped at lambda_1, and never t = 0
         # unless n = T). p = 1 is log-SNR-uniform (Lu et al. 2022); p < 1 spends more calls at high noise, where
         # few-step solvers lose the most. Up to 6 calls, stopping at lambda = 3 and jumping to the x_0 prediction beats
@@ -564,12 +605,13 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         growth_calls = max(0, n - self.config.last_lambda_growth_start)
         last_lambda = self.config.last_lambda + self.config.last_lambda_growth * growth_calls
         lambda_end = min(last_lambda, -log_sigmas[min(1, T - 1)])
-        ramp = np.linspace(0, 1, n) ** self.config.lambda_spacing_power
+        points = n + 1 if self.config.analytic_first_step else n  # the first, t = T - 1, then without a model call
+        ramp = np.linspace(0, 1, points) ** self.config.lambda_spacing_power
         t = self._timesteps_of_lambdas(lambda_start + (lambda_end - lambda_start) * ramp)
         t[0] = T - 1
-        if n > 1 and not np.all(np.diff(t) < 0):  # more calls than distinct log-SNRs in range: uniform in t instead
-            t = np.linspace(T - 1, 0, n) if n == T else np.linspace(T - 1, min(t[-1], 1.0), n)
-        return t
+        if points > 1 and not np.all(np.diff(t) < 0):  # more points than distinct log-SNRs: uniform in t, all called
+            return np.linspace(T - 1, 0, n) if n == T else np.linspace(T - 1, min(t[-1], 1.0), n)
+        return t[points - n :]
 
     def _spaced_timesteps(self, n: int) -> np.ndarray:
         # "ddpm" and "ddim": "linspace", "leading", "trailing" (Lin et al. 2024, Table 2, DDPMScheduler's definitions)
@@ -869,6 +911,12 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
 
     def _unipc_step(self, x0, x_t, index):
         n = len(self.timesteps)
+        if index == 0 and self._analytic_start is not None and self._begin_index is None:
+            # Redo the analytic first step from T - 1 with the x_0 of the first call: DDIM with eps_{T-1} = (x_T -
+            # alpha_s x_0) / sigma_s, x_{t_0} = alpha_0 x_0 + sigma_0 eps_{T-1}, x_T = sample / init_noise_sigma.
+            alpha_s, sigma_s = self._analytic_start
+            x_T = x_t / self.init_noise_sigma
+            x_t = self._alphas[0] * x0 + (self._sigmas[0] / sigma_s) * (x_T - alpha_s * x0)
         if self.config.use_corrector and self._last_sample is not None and index > 0:
             # UniC: with the model output at the new point, redo the last step one order higher (no extra model call)
             x_t = self._unipc_update(self._last_sample, index - 1, self._last_order, new_x0=x0)

@@ -671,18 +671,87 @@ def test_num_inference_steps_is_the_number_of_model_calls(sampler, num_train_tim
             assert calls == n and torch.isfinite(x).all()
 
 
-@pytest.mark.parametrize("config", [dict(), dict(solver_order=2), dict(use_corrector=False), dict(lambda_spacing_power=1.0)])
+@pytest.mark.parametrize("config", [dict(), dict(solver_order=2), dict(use_corrector=False), dict(lambda_spacing_power=1.0),
+                                    dict(analytic_first_step=False)])
 def test_unipc_never_calls_the_model_at_t0(config):
     scheduler = SimpleScheduler(**config)
     for n in [*range(1, 21), 50, 999]:
         scheduler.set_timesteps(n)
         timesteps = scheduler.timesteps
-        assert timesteps[0] == 999 and timesteps[-1] > 0 and bool((timesteps[1:] < timesteps[:-1]).all()), n
+        assert timesteps[-1] > 0 and bool((timesteps[1:] < timesteps[:-1]).all()), n
+        # the first call at t = T - 1, or below it when the step from T - 1 is analytic
+        expect_analytic = config.get("analytic_first_step", True)
+        assert scheduler.analytic_first_step_active == expect_analytic, n
+        assert (timesteps[0] < 999) if expect_analytic else (timesteps[0] == 999), (n, timesteps[0])
     # the last step lands on the clean sample: the x_0 prediction of the last call
     scheduler.set_timesteps(4)
     outputs = denoise(scheduler)
     torch.testing.assert_close(outputs[-1].prev_sample, outputs[-1].pred_original_sample, rtol=0, atol=0)
     assert scheduler.timesteps.dtype == torch.float32  # fractional timesteps; the model is called at them
+
+
+def abar_at(scheduler, t) -> torch.Tensor:
+    """abar at a fractional timestep: log sigma = log sqrt((1 - abar) / abar) interpolated between train timesteps."""
+    log_sigmas = 0.5 * torch.log((1 - scheduler.alphas_cumprod.double()) / scheduler.alphas_cumprod.double())
+    t = float(t)
+    low = min(int(t), len(log_sigmas) - 2)
+    return torch.sigmoid(-2 * torch.lerp(log_sigmas[low], log_sigmas[low + 1], t - low))
+
+
+def test_analytic_first_step_starts_from_the_ddim_step_with_eps_equal_to_the_noise():
+    scheduler = SimpleScheduler()
+    for n in (1, 5, 20):
+        scheduler.set_timesteps(n)
+        assert scheduler.analytic_first_step_active and len(scheduler.timesteps) == n
+        # init_noise_sigma x_T is the deterministic DDIM step (Song et al. 2021, eq. 12) from t = T - 1 to
+        # timesteps[0] with eps = x_T: x_0 = (x_T - sqrt(1 - abar_T) x_T) / sqrt(abar_T), then
+        # x = sqrt(abar) x_0 + sqrt(1 - abar) x_T
+        x_T = torch.randn(64, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+        abar_T, abar = abar_at(scheduler, 999), abar_at(scheduler, scheduler.timesteps[0])
+        x_0 = (x_T - (1 - abar_T).sqrt() * x_T) / abar_T.sqrt()
+        moved = abar.sqrt() * x_0 + (1 - abar).sqrt() * x_T
+        # rtol: self.timesteps are float32 (the scheduler uses the float64 grid): t differs by up to 6e-8 t = 6e-5,
+        # log sigma by up to 6e-5 x its slope (< 0.02 per timestep), so init_noise_sigma by about 1e-6 relative
+        torch.testing.assert_close(moved, x_T * scheduler.init_noise_sigma, rtol=2e-6, atol=0)
+    # every call is where the grid says: custom timesteps, other samplers and the option off keep the call at T - 1
+    for other in (SimpleScheduler(analytic_first_step=False), SimpleScheduler(sampler="dpmsolver++", use_lu_lambdas=False,
+                  timestep_spacing="leading"), SimpleScheduler(sampler="ddim")):
+        other.set_timesteps(5)
+        assert not other.analytic_first_step_active and other.init_noise_sigma == 1.0
+    scheduler.set_timesteps(timesteps=[700.0, 300.5, 20.0])
+    assert not scheduler.analytic_first_step_active and scheduler.init_noise_sigma == 1.0
+    with pytest.raises(ValueError, match="analytic_first_step"):
+        SimpleScheduler(analytic_first_step=1)
+
+
+def test_analytic_first_step_lands_on_the_exact_ode_solution_of_a_gaussian():
+    # x_0 ~ N(mu, s^2): eps*(x_t) = sigma_t (x_t - alpha_t mu) / (alpha_t^2 s^2 + sigma_t^2), and the probability flow
+    # ODE keeps (x_t - alpha_t mu) / sqrt(alpha_t^2 s^2 + sigma_t^2) fixed, so x_0 = mu + s (x_T - alpha_T mu) /
+    # sqrt(alpha_T^2 s^2 + sigma_T^2). The analytic first step ignores the mean (eps = x_T); redoing it with the first
+    # call's x_0 puts the mean back.
+    mu, s = 0.5, 0.2
+    scheduler = SimpleScheduler()
+
+    def eps_model(x, t):
+        abar = abar_at(scheduler, t)
+        return (abar.neg().add(1).sqrt() * (x.double() - abar.sqrt() * mu) / (abar * s**2 + 1 - abar)).float()
+
+    x_T = torch.randn(4096, generator=torch.Generator().manual_seed(0))
+    abar_T = scheduler.alphas_cumprod[-1].double()
+    exact = mu + s * (x_T.double() - abar_T.sqrt() * mu) / (abar_T * s**2 + 1 - abar_T).sqrt()
+
+    def max_error(skip_redo: bool) -> float:
+        scheduler.set_timesteps(10)
+        if skip_redo:  # what a pipeline that starts from a noised image declares
+            scheduler.set_begin_index(0)
+        x = x_T * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            x = scheduler.step(eps_model(x, t), t, x).prev_sample
+        return (x.double() - exact).abs().max().item()
+
+    # measured: 0.0018 with the redo (the 10-call discretisation error), 0.0068 without it; float32 rounding is ~1e-6
+    assert max_error(skip_redo=False) < 0.004
+    assert max_error(skip_redo=False) < 0.5 * max_error(skip_redo=True)
 
 
 def test_unipc_last_call_moves_toward_the_data_above_6_calls():
@@ -710,7 +779,7 @@ def test_unipc_last_call_moves_toward_the_data_above_6_calls():
 
 
 def test_unipc_without_corrector_and_order_1_is_ddim_on_the_same_grid():
-    unipc = SimpleScheduler(solver_order=1, use_corrector=False)
+    unipc = SimpleScheduler(solver_order=1, use_corrector=False, analytic_first_step=False)
     unipc.set_timesteps(6)
     dpm = SimpleScheduler(sampler="dpmsolver++", solver_order=1)
     dpm.set_timesteps(timesteps=unipc.timesteps.tolist())

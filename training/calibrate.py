@@ -10,7 +10,9 @@ Regularity of ODE-based Diffusion Sampling", https://huggingface.co/papers/2405.
    (DDIM / DPM-Solver++(1)) step x_j' = sigma_j / sigma_i x_i - alpha_j (e^{-h} - 1) D_i and the reference x_j; the
    last step from point i to the clean sample costs |D_i - x_0^ref|. No further model calls.
 3. Dynamic programming over (number of calls, fine point) finds, for each budget N, the path from the first fine point
-   (t = T - 1) with N calls whose summed step costs are least.
+   (t = T - 1) with N calls whose summed step costs are least. With the scheduler's `analytic_first_step`, a path may
+   also start without a call there: the analytic step to its first call at fine point j (eps = x_T, redone with D_j,
+   as `SimpleScheduler` does) costs the RMS distance of its result to x_j.
 
 The grids are stored as `calibrated_timesteps` in the scheduler config ({"N": [N timesteps]}), so a checkpoint
 carries them and `pipe(num_inference_steps=N)` uses them.
@@ -34,7 +36,7 @@ def _fine_grid(scheduler: SimpleScheduler, fine_steps: int) -> np.ndarray:
     # log-SNR-uniform candidates from t = T - 1 down to t = 1 (last_lambda is capped there)
     fine = SimpleScheduler.from_config(
         scheduler.config, sampler="unipc", calibrated_timesteps=None, solver_order=3, lambda_spacing_power=1.0,
-        last_lambda=1e3,
+        last_lambda=1e3, analytic_first_step=False,
     )
     fine.set_timesteps(fine_steps)
     return fine, fine.timesteps.double().numpy()
@@ -89,6 +91,7 @@ def calibrate_timesteps(
     # step costs, summed over batches: cost[i, j] for i < j < M (a step between fine points), final[i] (to x_0)
     cost = torch.zeros(M, M, dtype=torch.float64)
     final = torch.zeros(M, dtype=torch.float64)
+    start = torch.zeros(M, dtype=torch.float64)  # the analytic first step from fine point 0 (t = T - 1) to each point
     batches = []  # (noise, reference sample) per batch
     for _ in range(num_batches):
         x = torch.randn(sample_shape, generator=generator, dtype=torch.float32).to(device)
@@ -111,11 +114,18 @@ def calibrate_timesteps(
             prediction = coef_x * X[i] + coef_d * Dm[i]
             cost[i, i + 1 :] += ((prediction - X[torch.from_numpy(j)]) ** 2).sum(1).div(numel).sqrt().cpu()
         final += ((Dm - x_ref.flatten().double()) ** 2).sum(1).div(numel).sqrt().cpu()
+        # SimpleScheduler's redone analytic first step: x_j' = alpha_j D_j + sigma_j / sigma_0 (x_T - alpha_0 D_j)
+        x_T = X[0]
+        analytic = torch.as_tensor(alphas[:M])[:, None] * Dm + torch.as_tensor(sigmas[:M] / sigmas[0])[:, None] * (
+            x_T - alphas[0] * Dm)
+        start += ((analytic - X) ** 2).sum(1).div(numel).sqrt().cpu()
 
     # dynamic programming: best[k, j] = least cost of reaching fine point j with its model call as call k + 1
     best = torch.full((budgets[-1], M), math.inf, dtype=torch.float64)
     parent = torch.full((budgets[-1], M), -1, dtype=torch.long)
     best[0, 0] = 0.0
+    if scheduler.config.analytic_first_step and scheduler.config.sampler == "unipc":
+        best[0, 1:] = start[1:]
     for k in range(1, budgets[-1]):
         totals = best[k - 1][:, None] + torch.where(torch.triu(torch.ones(M, M, dtype=torch.bool), 1), cost, math.inf)
         best[k], parent[k] = totals.min(0)
@@ -147,7 +157,7 @@ def _sampling_error(model, scheduler: SimpleScheduler, n: int, batches, device) 
     total = 0.0
     for noise, reference in batches:
         scheduler.set_timesteps(n)
-        x = noise
+        x = noise * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             x = scheduler.step(model(scheduler.scale_model_input(x, t), t.to(device)), t, x).prev_sample.float()
         total += (x - reference).double().pow(2).mean().sqrt().item()
