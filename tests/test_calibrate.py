@@ -60,7 +60,7 @@ def test_calibration_is_deterministic_and_fits_the_scheduler():
 def test_calibrated_grid_is_at_least_as_accurate_as_the_default_on_its_batches(analytic_first_step):
     scheduler = SimpleScheduler(analytic_first_step=analytic_first_step)
     model = mixture_model(scheduler)
-    grids = calibrate_timesteps(model, scheduler, (3, 4, 5), (8, 4), num_batches=2, seed=0, fine_steps=100)
+    grids = calibrate_timesteps(model, scheduler, (2, 3, 4, 5), (8, 4), num_batches=2, seed=0, fine_steps=100)
     calibrated = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=grids)
     fine = SimpleScheduler()
 
@@ -73,11 +73,15 @@ def test_calibrated_grid_is_at_least_as_accurate_as_the_default_on_its_batches(a
 
     # the first calibration batch is the noise of seed 0; errors against a 200-call solve
     default = SimpleScheduler.from_config(scheduler.config)
-    errors = {n: [(run(s, n, 0) - run(fine, 200, 0)).abs().mean().item() for s in (calibrated, default)] for n in (3, 4, 5)}
+    errors = {n: [(run(s, n, 0) - run(fine, 200, 0)).abs().mean().item() for s in (calibrated, default)] for n in (2, 3, 4, 5)}
     assert all(mine <= other * 1.05 for mine, other in errors.values()), errors
     if not analytic_first_step:
         # on this mixture the calibrated 3-call grid cuts the error of the grid with a call at T - 1 by a third (0.64x)
         assert errors[3][0] < 0.7 * errors[3][1], errors
+    else:
+        # at 2 calls a grid with its first call at T - 1 (the other dynamic programming run) beats the default grid
+        # with the analytic first step (0.177 vs 0.194 measured): both kinds of grid stay candidates
+        assert grids["2"][0] == 999 and errors[2][0] < errors[2][1], (grids["2"], errors)
     # where the sampler does better on the default grid (5 calls here; with the analytic first step, every budget of
     # this mixture), calibration keeps the default grid
     default.set_timesteps(5)

@@ -10,9 +10,11 @@ Regularity of ODE-based Diffusion Sampling", https://huggingface.co/papers/2405.
    (DDIM / DPM-Solver++(1)) step x_j' = sigma_j / sigma_i x_i - alpha_j (e^{-h} - 1) D_i and the reference x_j; the
    last step from point i to the clean sample costs |D_i - x_0^ref|. No further model calls.
 3. Dynamic programming over (number of calls, fine point) finds, for each budget N, the path from the first fine point
-   (t = T - 1) with N calls whose summed step costs are least. With the scheduler's `analytic_first_step`, a path may
-   also start without a call there: the analytic step to its first call at fine point j (eps = x_T, redone with D_j,
-   as `SimpleScheduler` does) costs the RMS distance of its result to x_j.
+   (t = T - 1) with N calls whose summed step costs are least. With the scheduler's `analytic_first_step`, a second
+   run lets a path also start without a call there: the analytic step to its first call at fine point j (eps = x_T,
+   redone with D_j, as `SimpleScheduler` does) costs the RMS distance of its result to x_j.
+4. Of these grids and the default one, the grid with which the sampler itself lands closest to the reference samples
+   is stored (the step costs model first-order steps; the sampler is of higher order).
 
 The grids are stored as `calibrated_timesteps` in the scheduler config ({"N": [N timesteps]}), so a checkpoint
 carries them and `pipe(num_inference_steps=N)` uses them.
@@ -120,34 +122,40 @@ def calibrate_timesteps(
             x_T - alphas[0] * Dm)
         start += ((analytic - X) ** 2).sum(1).div(numel).sqrt().cpu()
 
-    # dynamic programming: best[k, j] = least cost of reaching fine point j with its model call as call k + 1
-    best = torch.full((budgets[-1], M), math.inf, dtype=torch.float64)
-    parent = torch.full((budgets[-1], M), -1, dtype=torch.long)
-    best[0, 0] = 0.0
+    # Dynamic programming: best[k, j] = least cost of reaching fine point j with its model call as call k + 1. Run
+    # once with the first call at t = T - 1 and, with the analytic first step, once more with the first call anywhere
+    # (reached by the analytic step): two candidate grids per budget.
+    starts = [torch.full((M,), math.inf, dtype=torch.float64)]
+    starts[0][0] = 0.0
     if scheduler.config.analytic_first_step and scheduler.config.sampler == "unipc":
-        best[0, 1:] = start[1:]
-    for k in range(1, budgets[-1]):
-        totals = best[k - 1][:, None] + torch.where(torch.triu(torch.ones(M, M, dtype=torch.bool), 1), cost, math.inf)
-        best[k], parent[k] = totals.min(0)
+        starts.append(torch.cat([torch.zeros(1, dtype=torch.float64), start[1:]]))
+    candidates = {str(n): [] for n in budgets}
+    steps = torch.where(torch.triu(torch.ones(M, M, dtype=torch.bool), 1), cost, math.inf)
+    for first in starts:
+        best = torch.full((budgets[-1], M), math.inf, dtype=torch.float64)
+        parent = torch.full((budgets[-1], M), -1, dtype=torch.long)
+        best[0] = first
+        for k in range(1, budgets[-1]):
+            best[k], parent[k] = (best[k - 1][:, None] + steps).min(0)
+        for n in budgets:
+            j = int(torch.argmin(best[n - 1] + final))
+            path = [j]
+            for k in range(n - 1, 0, -1):
+                j = int(parent[k, j])
+                path.append(j)
+            candidates[str(n)].append([round(float(grid[p]), 4) for p in reversed(path)])
+
+    # The step costs model first-order steps; the sampler is of higher order. Of the candidates and the default grid,
+    # keep the one with which the sampler itself, run from the same noise, lands closest to the reference, so that
+    # calibrating never makes N-call sampling worse on these batches (N calls per batch and candidate).
+    default = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=None)
     grids = {}
     for n in budgets:
-        j = int(torch.argmin(best[n - 1] + final))
-        path = [j]
-        for k in range(n - 1, 0, -1):
-            j = int(parent[k, j])
-            path.append(j)
-        grids[str(n)] = [round(float(grid[p]), 4) for p in reversed(path)]
-    check_calibrated_timesteps(grids, scheduler.config.num_train_timesteps)
-
-    # The step costs model first-order steps; the sampler is of higher order. Keep a grid only where the sampler
-    # itself, run from the same noise, lands closer to the reference than with the default grid; elsewhere store the
-    # default grid, so that calibrating never makes N-call sampling worse on these batches (2 N calls per batch).
-    default = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=None)
-    for n in budgets:
-        calibrated = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps={str(n): grids[str(n)]})
-        if _sampling_error(model, calibrated, n, batches, device) > _sampling_error(model, default, n, batches, device):
-            default.set_timesteps(n)
-            grids[str(n)] = [round(float(t), 4) for t in default.timesteps]
+        default.set_timesteps(n)
+        options = [[round(float(t), 4) for t in default.timesteps], *candidates[str(n)]]
+        errors = [_sampling_error(model, SimpleScheduler.from_config(scheduler.config, calibrated_timesteps={str(n): g}),
+                                  n, batches, device) for g in options]
+        grids[str(n)] = options[int(np.argmin(errors))]  # the first of equal errors: the default grid
     check_calibrated_timesteps(grids, scheduler.config.num_train_timesteps)
     return grids
 
