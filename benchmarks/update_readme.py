@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ORDER = ("train_throughput", "sampling_speed", "sampler_accuracy", "sampler_quality_trained", "sampler_quality_trained_demo",
-         "time_to_quality", "time_to_quality_fashion_mnist", "recipe_ablations_fashion_mnist", "recipe_ablations_fashion_mnist_20min", "sampler_quality_trained_fashion_mnist", "sampler_quality_trained_fashion_mnist_vs_test", "editing")
+         "time_to_quality", "time_to_quality_fashion_mnist", "recipe_ablations_fashion_mnist", "recipe_ablations_fashion_mnist_20min", "sampler_quality_trained_fashion_mnist", "editing")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
