@@ -144,8 +144,10 @@ def diffusers_configs():
 SIMPLE_CONFIGS = {
     "Simple default": {},
     "Simple without analytic first step": {"analytic_first_step": False},
+    "Simple with first-order final step": {"final_step_order": 1},
+    "Simple previous default (last_lambda 3, first-order final step)": {"last_lambda": 3.0, "final_step_order": 1},
     "Simple unipc order 3": {"solver_order": 3},
-    "Simple unipc last_lambda fixed at 3": {"last_lambda_growth": 0.0},
+    "Simple unipc last_lambda fixed at 2.5": {"last_lambda_growth": 0.0},
     "Simple unipc log-SNR-uniform": {"lambda_spacing_power": 1.0},
     "Simple dpm++3M lu": {"sampler": "dpmsolver++", "solver_order": 3},
     "Simple dpm++2M trailing": {"sampler": "dpmsolver++", "use_lu_lambdas": False},
@@ -158,7 +160,8 @@ def describe(scheduler) -> str:
     if config.sampler == "unipc":
         return (f"unipc order {config.solver_order}, corrector={config.use_corrector}, warped log-SNR grid "
                 f"(last_lambda={config.last_lambda}, +{config.last_lambda_growth} per call above {config.last_lambda_growth_start}, "
-                f"lambda_spacing_power={config.lambda_spacing_power}), analytic_first_step={config.analytic_first_step}")
+                f"lambda_spacing_power={config.lambda_spacing_power}), analytic_first_step={config.analytic_first_step}, "
+                f"final_step_order={config.final_step_order}")
     return f"{config.sampler}, {config.timestep_spacing} spacing"
 
 

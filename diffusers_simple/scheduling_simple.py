@@ -251,7 +251,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             (DDIM's `set_alpha_to_one=False`, DPMSolverMultistep's `final_sigmas_type="sigma_min"`).
         use_corrector (`bool`, defaults to `True`):
             For `"unipc"`: apply UniC after each model call (one order more accuracy, no extra call).
-        last_lambda (`float`, defaults to 3.0):
+        last_lambda (`float`, defaults to 2.5):
             For `"unipc"`: the half log-SNR lambda = log(alpha / sigma) of the last model call for up to
             `last_lambda_growth_start` model calls (capped at that of train timestep 1); the last step then lands on
             the clean sample.
@@ -274,6 +274,16 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             that step; after the first call the step is redone with that call's x_0 prediction (no extra call).
             Pipelines that start from a noised image rather than pure noise call `set_begin_index`, which skips that
             redo.
+        final_step_order (`int`, defaults to 3):
+            For `"unipc"`: the order of the last step, from the last model call to the clean sample (`sigma = 0`).
+            An exponential integrator can take that step only at first order (its log-SNR step is infinite), which
+            returns the last x_0 prediction, as `final_step_order=1` does here and Diffusers' multistep schedulers do
+            (`lower_order_final`); it shrinks a mode of width w toward its mean by w^2 / (w^2 + s_last^2). With k = 2
+            or 3 the step integrates the ODE in EDM's variables, dy/ds = eps with y = x / alpha and s = sigma /
+            alpha (Karras et al. 2022, eq. 4), over [0, s_last] with the polynomial through the noise predictions of
+            the last k calls: the variable-step Adams-Bashforth step of iPNDM (Zhang & Chen 2023, DEIS; Zhou et al.
+            2024). It starts from the sample of the last call, where the last prediction was made (not from its
+            UniC correction).
         calibrated_timesteps (`dict[str, list[float]]`, *optional*):
             Per-model grids for the ODE samplers, `{"N": [N strictly decreasing timesteps]}`, used by
             `set_timesteps(N)`; made by `diffusers_simple_training.calibrate` (`diffusers-simple-calibrate`).
@@ -307,12 +317,13 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         rescale_betas_zero_snr: bool = False,
         set_alpha_to_one: bool = True,
         use_corrector: bool = True,
-        last_lambda: float = 3.0,
+        last_lambda: float = 2.5,
         last_lambda_growth: float = 0.15,
         last_lambda_growth_start: int = 6,
         lambda_spacing_power: float = 0.6,
         calibrated_timesteps: dict[str, list[float]] | None = None,
         analytic_first_step: bool = True,
+        final_step_order: int = 3,
     ):
         _check_choice("sampler", sampler, SAMPLERS)
         _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
@@ -320,6 +331,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         _check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
         _check_choice("solver_order", solver_order, (1, 2, 3))
+        _check_choice("final_step_order", final_step_order, (1, 2, 3))
         _check_eta(eta)
         for name, value in [("beta_start", beta_start), ("beta_end", beta_end), ("clip_sample_range", clip_sample_range),
                             ("last_lambda", last_lambda), ("last_lambda_growth", last_lambda_growth),
@@ -562,6 +574,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self.model_outputs = []
         self._step_index = None
         self._last_sample, self._last_order = None, None
+        self._final_history = []  # (s = sigma / alpha, eps) of the last `final_step_order` calls, for the last step
 
     def _log_sigmas(self) -> np.ndarray:
         # log of the VE noise level sigma_t = sqrt((1 - abar_t) / abar_t), increasing in t (inf at zero SNR)
@@ -596,9 +609,10 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # calls; m = n - 1 without), p = lambda_spacing_power and lambda_end
         # = last_lambda + last_lambda_growth * max(0, n - last_lambda_growth_start) (capped at lambda_1, and never t = 0
         # unless n = T). p = 1 is log-SNR-uniform (Lu et al. 2022); p < 1 spends more calls at high noise, where
-        # few-step solvers lose the most. Up to 6 calls, stopping at lambda = 3 and jumping to the x_0 prediction beats
-        # spending a call closer to the data; with more calls, ending closer to the data pays (+0.15 per call, lambda_1
-        # from about 14 calls on). Chosen by measurement: benchmarks/results/sampler_accuracy.md.
+        # few-step solvers lose the most. Up to 6 calls, stopping at lambda = 2.5 and taking the last step to the clean
+        # sample at third order (`final_step_order`) beats spending a call closer to the data; with more calls, ending
+        # closer to the data pays (+0.15 per call, lambda_1 from about 18 calls on). Chosen by measurement on the exact
+        # mixtures of benchmarks/results/sampler_accuracy.md and on trained models (sampler_quality_trained*.md).
         T = self.config.num_train_timesteps
         log_sigmas = self._log_sigmas()
         lambda_start = -min(log_sigmas[-1], 0.5 * math.log(2.0**24))  # zero terminal SNR: abar floored at 2**-24
@@ -911,6 +925,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
 
     def _unipc_step(self, x0, x_t, index):
         n = len(self.timesteps)
+        x_t_called = x_t  # the sample the model saw, before the redo and UniC below
         if index == 0 and self._analytic_start is not None and self._begin_index is None:
             # Redo the analytic first step from T - 1 with the x_0 of the first call: DDIM with eps_{T-1} = (x_T -
             # alpha_s x_0) / sigma_s, x_{t_0} = alpha_0 x_0 + sigma_0 eps_{T-1}, x_T = sample / init_noise_sigma.
@@ -921,15 +936,32 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             # UniC: with the model output at the new point, redo the last step one order higher (no extra model call)
             x_t = self._unipc_update(self._last_sample, index - 1, self._last_order, new_x0=x0)
         self.model_outputs = [*self.model_outputs, x0][-self.config.solver_order :]
+        if index >= n - self.config.final_step_order:  # one of the calls the last step uses
+            alpha, sigma = float(self._alphas[index]), float(self._sigmas[index])
+            self._final_history.append((sigma / alpha, (x_t_called - alpha * x0) / sigma))
         if self._sigmas[index + 1] == 0:
-            # The last call: the ODE solution at sigma = 0 is the limit of x_0(x_t, t) along the path, taken here as
-            # the latest x_0 prediction (the first-order step to the clean sample, no model call at t = 0)
+            # The last call: no model call at t = 0; see `final_step_order`
             self._last_sample = None
-            return x0
+            return self._final_step(x_t_called / float(self._alphas[index]), x0)
         # UniP, order at most the number of x_0 known and the calls left (lower order at the end, as UniPC's)
         order = min(self.config.solver_order, len(self.model_outputs), n - index)
         self._last_sample, self._last_order = x_t, order
         return self._unipc_update(x_t, index, order)
+
+    def _final_step(self, y: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        # y_0 = y_last - int_0^{s_last} P(s) ds, P the polynomial through the (s_j, eps_j) of the last k calls (k = 1:
+        # y_last - s_last eps_last, which is the x_0 prediction); int_0^{s_last} of P's Lagrange basis, exactly
+        if len(self._final_history) == 1:
+            return x0  # y_last - s_last eps_last, exactly
+        nodes = np.array([s for s, _ in self._final_history], dtype=np.float64)
+        out = y
+        for j, (s_j, eps_j) in enumerate(self._final_history):
+            basis = np.poly1d([1.0])
+            for other in np.delete(nodes, j):
+                basis = basis * np.poly1d([1.0, -other]) / (s_j - other)
+            antiderivative = basis.integ()
+            out = out - float(antiderivative(nodes[-1]) - antiderivative(0.0)) * eps_j
+        return out
 
     def _abar_like(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         # abar at each timestep, float32, shaped to broadcast over a batch like `like`

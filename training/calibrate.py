@@ -14,7 +14,8 @@ Regularity of ODE-based Diffusion Sampling", https://huggingface.co/papers/2405.
    run lets a path also start without a call there: the analytic step to its first call at fine point j (eps = x_T,
    redone with D_j, as `SimpleScheduler` does) costs the RMS distance of its result to x_j.
 4. Of these grids and the default one, the grid with which the sampler itself lands closest to the reference samples
-   is stored (the step costs model first-order steps; the sampler is of higher order).
+   is stored (the step costs model first-order steps; the sampler, and its last step to the clean sample with the
+   scheduler's `final_step_order`, are of higher order).
 
 The grids are stored as `calibrated_timesteps` in the scheduler config ({"N": [N timesteps]}), so a checkpoint
 carries them and `pipe(num_inference_steps=N)` uses them.
