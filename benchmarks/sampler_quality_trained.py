@@ -106,7 +106,8 @@ def main():
     # the package's current default sampler, whatever the checkpoint was saved with
     defaults = inspect.signature(SimpleScheduler.__init__).parameters
     unipc_defaults = {k: defaults[k].default for k in ("sampler", "solver_order", "use_corrector", "last_lambda",
-                                                        "last_lambda_growth", "last_lambda_growth_start", "lambda_spacing_power")}
+                                                        "last_lambda_growth", "last_lambda_growth_start", "lambda_spacing_power",
+                                                        "analytic_first_step", "final_step_order")}
     config = dict(SimpleScheduler.from_config(pipe.scheduler.config, **unipc_defaults).config)
     calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
     calibration_start = time.perf_counter()
