@@ -936,7 +936,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             # UniC: with the model output at the new point, redo the last step one order higher (no extra model call)
             x_t = self._unipc_update(self._last_sample, index - 1, self._last_order, new_x0=x0)
         self.model_outputs = [*self.model_outputs, x0][-self.config.solver_order :]
-        if index >= n - self.config.final_step_order:  # one of the calls the last step uses
+        k = self.config.final_step_order
+        if k > 1 and self._sigmas[-1] == 0 and index >= n - k:  # one of the calls a higher-order last step uses
             alpha, sigma = float(self._alphas[index]), float(self._sigmas[index])
             self._final_history.append((sigma / alpha, (x_t_called - alpha * x0) / sigma))
         if self._sigmas[index + 1] == 0:
@@ -951,7 +952,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
     def _final_step(self, y: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         # y_0 = y_last - int_0^{s_last} P(s) ds, P the polynomial through the (s_j, eps_j) of the last k calls (k = 1:
         # y_last - s_last eps_last, which is the x_0 prediction); int_0^{s_last} of P's Lagrange basis, exactly
-        if len(self._final_history) == 1:
+        if len(self._final_history) <= 1:
             return x0  # y_last - s_last eps_last, exactly
         nodes = np.array([s for s, _ in self._final_history], dtype=np.float64)
         out = y
