@@ -62,13 +62,16 @@ def test_predictor_timesteps_follow_the_train_schedule(mixture):
 
 
 def check_outputs(output_dir: Path, name: str, stdout: str, first_cells: list[str]) -> list[list[str]]:
-    """The markdown table (also printed) is well formed and starts its rows with `first_cells`; the PNG exists."""
+    """Every markdown table (all also printed) is well formed; the last one, the main table, starts its rows with
+    `first_cells` and is returned; the PNG exists."""
     markdown = (output_dir / f"{name}.md").read_text()
-    table = [line for line in markdown.splitlines() if line.startswith("|")]
-    assert "\n".join(table) in stdout
-    header, separator, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
-    assert all(cell == "---" for cell in separator) and len(separator) == len(header)
-    assert rows and all(len(row) == len(header) for row in rows)
+    lines = [line if line.startswith("|") else "" for line in markdown.splitlines()]
+    assert "\n".join(line for line in lines if line) in stdout
+    tables = [table.strip().splitlines() for table in "\n".join(lines).split("\n\n") if table.strip()]
+    for table in tables:
+        header, separator, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+        assert all(cell == "---" for cell in separator) and len(separator) == len(header)
+        assert rows and all(len(row) == len(header) for row in rows)
     assert [row[0] for row in rows[: len(first_cells)]] == first_cells
     assert (output_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return rows
@@ -91,6 +94,14 @@ def test_sampler_accuracy_tiny(tmp_path):
     for row in rows[: len(names) - 2]:
         ratios = [float(cell.split()[0]) for cell in row[1:]]
         assert all(0.5 < ratio < 100 for ratio in ratios), row  # distance / finite-sample floor
+    # the default and the best Diffusers configuration over 3 draws: mean +- standard error, the mean within the
+    # range of the main table's rows
+    markdown = (tmp_path / "sampler_accuracy.md").read_text()
+    precise = [line for line in markdown.splitlines() if line.startswith("| Simple default |") and "±" in line]
+    assert len(precise) == 1 and "over 3 draws" in markdown
+    for cell in precise[0].strip("|").split("|")[1:]:
+        mean, standard_error = (float(value) for value in cell.split("±"))
+        assert 0.5 < mean < 100 and 0 <= standard_error < mean
 
 
 @pytest.mark.slow
