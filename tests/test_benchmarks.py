@@ -67,11 +67,12 @@ def check_outputs(output_dir: Path, name: str, stdout: str, first_cells: list[st
     markdown = (output_dir / f"{name}.md").read_text()
     lines = [line if line.startswith("|") else "" for line in markdown.splitlines()]
     assert "\n".join(line for line in lines if line) in stdout
-    tables = [table.strip().splitlines() for table in "\n".join(lines).split("\n\n") if table.strip()]
-    for table in tables:
-        header, separator, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    tables = [[[cell.strip() for cell in line.strip("|").split("|")] for line in table.strip().splitlines()]
+              for table in "\n".join(lines).split("\n\n") if table.strip()]
+    for header, separator, *rows in tables:
         assert all(cell == "---" for cell in separator) and len(separator) == len(header)
         assert rows and all(len(row) == len(header) for row in rows)
+    rows = tables[-1][2:]  # the main table's rows
     assert [row[0] for row in rows[: len(first_cells)]] == first_cells
     assert (output_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return rows
