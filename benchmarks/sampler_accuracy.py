@@ -171,7 +171,8 @@ def add_arguments(parser):
     parser.add_argument("--calls", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10, 15, 20])
     parser.add_argument("--num_directions", type=int, default=256)
     parser.add_argument("--precision_repeats", type=int, default=10,
-                        help="Draws for the default and the best Diffusers configuration per budget (the first --repeats shared).")
+                        help="Draws for the default, the calibrated grids and the best Diffusers configuration per budget "
+                        "(the first --repeats shared).")
     parser.add_argument("--floor_pairs", type=int, default=6, help="Pairs of true sets per draw for the floor.")
     parser.add_argument("--skip_hard", action="store_true", help="Only the 8-D benchmark.")
 
@@ -207,10 +208,10 @@ def run_benchmark(args, dim, num_components, min_std, max_std):
     steps = {(name, c): steps_for_calls(make, c) for name, make in configs.items() for c in args.calls}
     draw = dict(mixture=mixture, predictor=predictor, directions=directions, configs=configs, args=args)
     distances, nfe, floors = draw_distances(steps=steps, draws=range(args.repeats), **draw)
-    # The default and each budget's best Diffusers configuration again over more draws: 2 draws leave the ratio uncertain
-    # by about 0.05 at 10 calls
+    # The default, the calibrated grids and each budget's best Diffusers configuration again over more draws: 2 draws
+    # leave the ratio uncertain by about 0.05 at 10 calls
     best = {c: min(families["Diffusers"], key=lambda n: sum(distances[n, c])) for c in args.calls}
-    tracked = {key: steps[key] for c in args.calls for key in (("Simple default", c), (best[c], c))}
+    tracked = {key: steps[key] for c in args.calls for key in (("Simple default", c), ("Simple calibrated", c), (best[c], c))}
     more, _, more_floors = draw_distances(steps=tracked, draws=range(args.repeats, args.precision_repeats), **draw)
     floor = float(np.mean(floors + more_floors))
     ratio = {key: float(np.mean(values)) / floor for key, values in distances.items()}
@@ -236,12 +237,13 @@ def draw_distances(mixture, predictor, directions, configs, steps, draws, args):
 
 
 def precision_rows(best, precise, calls):
-    """Mean +- standard error over the draws, for the default and the best Diffusers configuration at each budget."""
+    """Mean +- standard error over the draws, for the default, the calibrated grids and the best Diffusers configuration
+    at each budget."""
     def cell(key):
         values = precise[key]
         return f"{values.mean():.3g} ± {values.std(ddof=1) / math.sqrt(len(values)):.2g}"
 
-    return [["Simple default", *(cell(("Simple default", c)) for c in calls)],
+    return [*([name, *(cell((name, c)) for c in calls)] for name in ("Simple default", "Simple calibrated")),
             ["best Diffusers (from the table above)", *(f"{cell((best[c], c))} ({best[c]})" for c in calls)]]
 
 
@@ -325,7 +327,7 @@ def main():
                         for name, value in costs.items()) + "\n"
     for bench, (*_, (best, precise)) in results.items():
         draws = len(next(iter(precise.values())))
-        extra += (f"\n#### {bench}: the default and the best Diffusers configuration over {draws} draws "
+        extra += (f"\n#### {bench}: the default, calibrated grids and the best Diffusers configuration over {draws} draws "
                   f"(mean ± standard error of the mean)\n\n")
         extra += markdown_table(headers, precision_rows(best, precise, args.calls)) + "\n"
     # the tables of the notes come before the main table in the .md: print them first, in the same order
@@ -339,7 +341,7 @@ cannot make exactly that many). Exact noise predictor E[eps | x_t] of Gaussian m
 interpolate log sigma between train timesteps). Linear betas, 1000 train steps, no clipping. "Simple default" is
 `SimpleScheduler()`: {describe(SimpleScheduler())}; "Simple calibrated" adds grids from
 `diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points).
-Then the 64-D table, the step costs, the default and the best Diffusers configuration per budget over
+Then the 64-D table, the step costs, the default, the calibrated grids and the best Diffusers configuration per budget over
 {args.precision_repeats} draws for both mixtures, and last the main table of {first} (floor {floor:.4g}; calibration {calibration_time:.0f} s). {machine_description(args.num_threads)};
 wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
 {extra}

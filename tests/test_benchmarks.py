@@ -95,14 +95,15 @@ def test_sampler_accuracy_tiny(tmp_path):
     for row in rows[: len(names) - 2]:
         ratios = [float(cell.split()[0]) for cell in row[1:]]
         assert all(0.5 < ratio < 100 for ratio in ratios), row  # distance / finite-sample floor
-    # the default and the best Diffusers configuration over 3 draws: mean +- standard error, the mean within the
-    # range of the main table's rows
+    # the default, the calibrated grids and the best Diffusers configuration over 3 draws: mean +- standard error, the
+    # mean within the range of the main table's rows
     markdown = (tmp_path / "sampler_accuracy.md").read_text()
-    precise = [line for line in markdown.splitlines() if line.startswith("| Simple default |") and "±" in line]
-    assert len(precise) == 1 and "over 3 draws" in markdown
-    for cell in precise[0].strip("|").split("|")[1:]:
-        mean, standard_error = (float(value) for value in cell.split("±"))
-        assert 0.5 < mean < 100 and 0 <= standard_error < mean
+    for name in ("Simple default", "Simple calibrated"):
+        precise = [line for line in markdown.splitlines() if line.startswith(f"| {name} |") and "±" in line]
+        assert len(precise) == 1 and "over 3 draws" in markdown
+        for cell in precise[0].strip("|").split("|")[1:]:
+            mean, standard_error = (float(value) for value in cell.split("±"))
+            assert 0.5 < mean < 100 and 0 <= standard_error < mean
 
 
 @pytest.mark.slow
