@@ -340,7 +340,7 @@ good as exact sampling. Columns are model calls (Heun: 2 per step but the last; 
 cannot make exactly that many). Exact noise predictor E[eps | x_t] of Gaussian mixtures (fractional timesteps
 interpolate log sigma between train timesteps). Linear betas, 1000 train steps, no clipping. "Simple default" is
 `SimpleScheduler()`: {describe(SimpleScheduler())}; "Simple calibrated" adds grids from
-`diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points).
+`diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points; each grid refined by 100 solves).
 Then the 64-D table, the step costs, the default, the calibrated grids and the best Diffusers configuration per budget over
 {args.precision_repeats} draws for both mixtures, and last the main table of {first} (floor {floor:.4g}; calibration {calibration_time:.0f} s). {machine_description(args.num_threads)};
 wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
