@@ -62,7 +62,7 @@ time-to-quality-fashion-mnist: fashion-mnist
 recipe-ablations-fashion-mnist: fashion-mnist
 	$(PY) benchmarks/recipe_ablations_fashion_mnist.py
 
-# The Fashion-MNIST model of the README (class-conditional, 6000 steps, about 2 h on 2 CPU cores), then its metrics
+# The Fashion-MNIST model of the README (class-conditional, 6000 steps, about 2 h on 2 CPU cores, then about 10 min of grid calibration), then its metrics
 # in its card. Killed, it resumes from its last checkpoint when run again.
 fashion-mnist-model: fashion-mnist
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
