@@ -641,7 +641,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # "linspace" / "leading" (the t = 0 point is dropped, never evaluated), the float32 sigmas it steps with.
         T = self.config.num_train_timesteps
         abar = self.alphas_cumprod.clamp(min=2.0**-24)  # DPMSolverMultistep's zero terminal SNR
-        sigmas = np.array(((1 - abar) / abar) ** 0.5)  # float32, as Diffusers
+        sigmas = (((1 - abar) / abar) ** 0.5).numpy()  # float32, as Diffusers (np.array of the same tensor)
         if self.config.use_lu_lambdas:
             # Lu et al. 2022: n steps uniform in log sigma = -lambda from sigma_{T-1} to sigma_0, model called at the
             # rounded timesteps (duplicates kept: n calls), solver stepping with the unrounded sigmas

@@ -126,6 +126,19 @@ def test_refinement_lowers_the_sampling_error_on_its_batches_and_on_new_noise():
     assert all(new < 0.7 * old for old, new in errors.values()), errors
 
 
+@pytest.mark.parametrize("config", [dict(sampler="dpmsolver++"), dict(analytic_first_step=False)])
+def test_refinement_handles_grids_with_a_call_at_t_0_or_t_max(config):
+    # dpmsolver++ grids may end with a call at t = 0 (log t = -inf) and grids without the analytic first step start
+    # at T - 1: the refinement starts from them and returns grids that fit the scheduler
+    scheduler = SimpleScheduler(**config)
+    grids = calibrate_timesteps(mixture_model(scheduler), scheduler, (2, 5), (16, 4), num_batches=1, fine_steps=30,
+                                refine_evaluations=30)
+    calibrated = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=grids)
+    for n in (2, 5):
+        calibrated.set_timesteps(n)
+        assert len(calibrated.timesteps) == n and torch.isfinite(calibrated.timesteps).all()
+
+
 def test_calibration_distance_is_the_mean_per_sample_distance():
     # one sample of four off by 2 in each of its 4 entries: a per-sample RMS of 2, a mean over samples of 0.5 (a bound on
     # the Wasserstein-1 distance of the two sample sets); the RMS over the whole batch would be 1. Float64, so that

@@ -187,6 +187,8 @@ def _refine(model, scheduler, grid: list[float], error: float, batches, device, 
     best = [error, grid]
 
     def objective(log_t):
+        if not np.all(np.isfinite(log_t)):
+            return math.inf
         candidate = [round(float(t), 4) for t in np.sort(np.clip(np.exp(log_t), 1e-3, T - 1))[::-1]]
         if len(set(candidate)) < len(candidate):
             return math.inf  # two timesteps merged: not a grid of N calls
@@ -195,7 +197,7 @@ def _refine(model, scheduler, grid: list[float], error: float, batches, device, 
             best[:] = [value, candidate]
         return value
 
-    start = np.log(np.asarray(grid, dtype=np.float64))
+    start = np.log(np.clip(np.asarray(grid, dtype=np.float64), 1e-3, None))  # a grid may end at t = 0 (dpmsolver++)
     simplex = np.vstack([start, start - 0.2 * np.eye(len(grid))])
     minimize(objective, start, method="Nelder-Mead",
              options={"maxfev": evaluations, "initial_simplex": simplex, "xatol": 1e-4, "fatol": 0.0})
