@@ -32,6 +32,15 @@ def mixture_model(scheduler):
     return model
 
 
+def solve(scheduler, model, n, noise):
+    """n-call sampling with `scheduler` from `noise`."""
+    scheduler.set_timesteps(n)
+    x = noise * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(x, t), t, x).prev_sample
+    return x
+
+
 def calibrate(scheduler, seed=0, budgets=(2, 3, 5)):
     return calibrate_timesteps(mixture_model(scheduler), scheduler, budgets, (8, 4), num_batches=2, seed=seed,
                                fine_steps=40)
@@ -69,11 +78,7 @@ def test_calibrated_grid_is_at_least_as_accurate_as_the_default_on_its_batches(c
     fine = SimpleScheduler.from_config(scheduler.config)
 
     def run(s, n, seed):
-        s.set_timesteps(n)
-        x = torch.randn(8, 4, generator=torch.Generator().manual_seed(seed)) * s.init_noise_sigma
-        for t in s.timesteps:
-            x = s.step(model(x, t), t, x).prev_sample
-        return x
+        return solve(s, model, n, torch.randn(8, 4, generator=torch.Generator().manual_seed(seed)))
 
     # the first calibration batch is the noise of seed 0; errors against a 200-call solve
     default = SimpleScheduler.from_config(scheduler.config)
@@ -97,19 +102,12 @@ def held_out_error(scheduler, model, n, seeds=range(100, 104)):
     fine = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=None)
     total = 0.0
     for seed in seeds:
-        x0 = torch.randn(64, 4, generator=torch.Generator().manual_seed(seed))
-        out = []
-        for s, calls in ((scheduler, n), (fine, 200)):
-            s.set_timesteps(calls)
-            x = x0 * s.init_noise_sigma
-            for t in s.timesteps:
-                x = s.step(model(x, t), t, x).prev_sample
-            out.append(x)
-        total += sample_distance(out[0].double(), out[1].double()).item()
+        noise = torch.randn(64, 4, generator=torch.Generator().manual_seed(seed))
+        total += sample_distance(solve(scheduler, model, n, noise).double(), solve(fine, model, 200, noise).double()).item()
     return total / len(seeds)
 
 
-def test_refinement_lowers_the_sampling_error_on_its_batches_and_on_new_noise():
+def test_refinement_lowers_the_sampling_error_on_new_noise():
     scheduler = SimpleScheduler()
     model = mixture_model(scheduler)
     kwargs = dict(budgets=(3, 5), sample_shape=(64, 4), num_batches=1, seed=0, fine_steps=60)
