@@ -32,7 +32,7 @@ from diffusers import (
 )
 
 from diffusers_simple import SimpleScheduler
-from diffusers_simple_training.calibrate import calibrate_timesteps
+from diffusers_simple_training.calibrate import calibrate_model_timesteps, calibrate_timesteps
 
 
 class GaussianMixture:
@@ -152,7 +152,9 @@ SIMPLE_CONFIGS = {
     "Simple dpm++3M lu": {"sampler": "dpmsolver++", "solver_order": 3},
     "Simple dpm++2M trailing": {"sampler": "dpmsolver++", "use_lu_lambdas": False},
     "Simple calibrated": "calibrate",  # calibrate_timesteps on this mixture (other noise seeds), then the default
+    "Simple calibrated + time shifts": "calibrate and shift",  # and calibrate_model_timesteps
 }
+TRACKED = ("Simple default", "Simple calibrated", "Simple calibrated + time shifts")
 
 
 def describe(scheduler) -> str:
@@ -184,11 +186,16 @@ BENCHMARKS = {
 }
 
 
-def calibrated_config(mixture, predictor, calls, dim):
-    scheduler = SimpleScheduler()
+def calibrated_configs(predictor, calls, dim):
+    """The configs of "Simple calibrated" and "Simple calibrated + time shifts" (the latter's budgets without shifts
+    confirmed on the held-out batch keep the calibrated grid)."""
     model = lambda x, t: predictor(x, float(t)).float()  # noqa: E731
-    grids = calibrate_timesteps(model, scheduler, calls, (2000, dim), num_batches=1, seed=12345, fine_steps=120)
-    return {"calibrated_timesteps": grids}
+    kwargs = dict(sample_shape=(2000, dim), num_batches=1, seed=12345, fine_steps=120)
+    grids = calibrate_timesteps(model, SimpleScheduler(), calls, **kwargs)
+    shifted = calibrate_model_timesteps(model, SimpleScheduler(calibrated_timesteps=grids), **kwargs)
+    return {"calibrate": {"calibrated_timesteps": grids},
+            "calibrate and shift": {"calibrated_timesteps": {**grids, **shifted["calibrated_timesteps"]},
+                                    "calibrated_model_timesteps": shifted["calibrated_model_timesteps"] or None}}
 
 
 def run_benchmark(args, dim, num_components, min_std, max_std):
@@ -197,10 +204,10 @@ def run_benchmark(args, dim, num_components, min_std, max_std):
     directions = torch.randn(args.num_directions, dim, generator=torch.Generator().manual_seed(1))
     directions = (directions / directions.norm(dim=1, keepdim=True)).double()
     start = time.perf_counter()
+    calibrated = calibrated_configs(predictor, args.calls, dim)
     simple = {}
     for name, config in SIMPLE_CONFIGS.items():
-        if config == "calibrate":
-            config = calibrated_config(mixture, predictor, args.calls, dim)
+        config = calibrated[config] if isinstance(config, str) else config
         simple[name] = lambda c=config: SimpleScheduler(**c)
     calibration_time = time.perf_counter() - start
     families = {"Diffusers": diffusers_configs(), "SimpleScheduler": simple}
@@ -211,7 +218,7 @@ def run_benchmark(args, dim, num_components, min_std, max_std):
     # The default, the calibrated grids and each budget's best Diffusers configuration again over more draws: 2 draws
     # leave the ratio uncertain by about 0.05 at 10 calls
     best = {c: min(families["Diffusers"], key=lambda n: sum(distances[n, c])) for c in args.calls}
-    tracked = {key: steps[key] for c in args.calls for key in (("Simple default", c), ("Simple calibrated", c), (best[c], c))}
+    tracked = {key: steps[key] for c in args.calls for key in ((best[c], c), *((name, c) for name in TRACKED))}
     more, _, more_floors = draw_distances(steps=tracked, draws=range(args.repeats, args.precision_repeats), **draw)
     floor = float(np.mean(floors + more_floors))
     ratio = {key: float(np.mean(values)) / floor for key, values in distances.items()}
@@ -243,7 +250,7 @@ def precision_rows(best, precise, calls):
         values = precise[key]
         return f"{values.mean():.3g} ± {values.std(ddof=1) / math.sqrt(len(values)):.2g}"
 
-    return [*([name, *(cell((name, c)) for c in calls)] for name in ("Simple default", "Simple calibrated")),
+    return [*([name, *(cell((name, c)) for c in calls)] for name in TRACKED),
             ["best Diffusers (from the table above)", *(f"{cell((best[c], c))} ({best[c]})" for c in calls)]]
 
 
@@ -268,6 +275,9 @@ def step_cost(num_steps: int = 20, shape=(16, 3, 64, 64), repeats: int = 5) -> d
         "Simple default (unipc + UniC)": lambda: SimpleScheduler(),
         "Simple calibrated": lambda: SimpleScheduler(calibrated_timesteps={str(num_steps): list(
             np.linspace(999, 5, num_steps))}),
+        "Simple calibrated + time shifts": lambda: SimpleScheduler(
+            calibrated_timesteps={str(num_steps): list(np.linspace(999, 5, num_steps))},
+            calibrated_model_timesteps={str(num_steps): list(np.linspace(990, 6, num_steps))}),
     }
 
     def loop(make):
@@ -307,6 +317,8 @@ def main():
             ax.plot(args.calls, best, "-o", label=f"best {family} (per budget)", markersize=3)
         ax.plot(args.calls, [ratio_b["Simple default", c] for c in args.calls], "-s", linewidth=2.5, label="Simple default")
         ax.plot(args.calls, [ratio_b["Simple calibrated", c] for c in args.calls], "-^", label="Simple calibrated")
+        ax.plot(args.calls, [ratio_b["Simple calibrated + time shifts", c] for c in args.calls], "-v",
+                label="Simple calibrated + time shifts")
         for name in ("DPMSolverMultistep 3M lu", "UniPCMultistep bh2 karras", "DPMSolverMultistep 2M karras"):
             ax.plot(args.calls, [ratio_b[name, c] for c in args.calls], ":", label=name, linewidth=1)
         ax.axhline(1.0, color="black", linewidth=0.8)
@@ -340,7 +352,9 @@ good as exact sampling. Columns are model calls (Heun: 2 per step but the last; 
 cannot make exactly that many). Exact noise predictor E[eps | x_t] of Gaussian mixtures (fractional timesteps
 interpolate log sigma between train timesteps). Linear betas, 1000 train steps, no clipping. "Simple default" is
 `SimpleScheduler()`: {describe(SimpleScheduler())}; "Simple calibrated" adds grids from
-`diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points; each grid refined by 100 solves).
+`diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points; each grid refined by 100 solves);
+"Simple calibrated + time shifts" refits each grid with per-call model timesteps (`calibrate_model_timesteps`, 400 solves),
+kept where a held-out batch of 2000 confirms them.
 Then the 64-D table, the step costs, the default, the calibrated grids and the best Diffusers configuration per budget over
 {args.precision_repeats} draws for both mixtures, and last the main table of {first} (floor {floor:.4g}; calibration {calibration_time:.0f} s). {machine_description(args.num_threads)};
 wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).

@@ -13,7 +13,8 @@ budget of model calls (with classifier-free guidance a call is one batched UNet 
 unconditional inputs); the distance is measured in the features of the digits classifier
 (diffusers_simple_training.digits_classifier), or of the classifier of `training/evaluate.py`'s `classifier` metric
 trained on `--classifier_reference`. Samplers: SimpleScheduler's default (UniPC on its warped log-SNR grid),
-the same with grids calibrated on this model (`calibrate_pipeline`, 2 batches of 16, in `--work_dir`), and the best
+the same with grids calibrated on this model (`calibrate_pipeline`, 2 batches of 16), the same with calibrated time
+shifts where a held-out batch confirms them (`shift_evaluations`), and the best
 Diffusers multistep configurations of `sampler_accuracy.py` (DPMSolverMultistep 2M with Lu's lambdas; UniPC bh2
 karras; DDIM trailing), swapped onto the same UNet. With `--classifier_reference`, a second table puts the same
 samples against the real images of its test split: how close each sampler comes to the data, not to the model's
@@ -55,6 +56,8 @@ def add_arguments(parser):
     parser.add_argument("--num_samples", type=int, default=500)
     parser.add_argument("--calls", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10, 15, 20, 50])
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0], help="For a class-conditional model.")
+    parser.add_argument("--shift_evaluations", type=int, default=400,
+                        help="Solves per batch and budget that fit the calibrated time shifts (calibrate_model_timesteps).")
 
 
 def shown_path(path: Path) -> str:
@@ -80,7 +83,7 @@ def main():
     args = parse_args(__doc__.splitlines()[0], add_arguments)
     start = time.perf_counter()
     if args.tiny:  # a smoke test: an in-process 40-step model, nothing cached
-        args.num_samples, args.calls = 20, [3, 5]
+        args.num_samples, args.calls, args.shift_evaluations = 20, [3, 5], 20
         pipe = tiny_model(split()[0])
     else:
         if not (args.model_dir / "model_index.json").exists():
@@ -109,12 +112,18 @@ def main():
                                                         "last_lambda_growth", "last_lambda_growth_start", "lambda_spacing_power",
                                                         "analytic_first_step", "final_step_order")}
     config = dict(SimpleScheduler.from_config(pipe.scheduler.config, **unipc_defaults).config)
-    calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
+    config.update(calibrated_timesteps=None, calibrated_model_timesteps=None)
+    calibrated, shifted = (SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config)) for _ in range(2))
+    budgets = [c for c in args.calls if c <= 20]
     calibration_start = time.perf_counter()
-    calibrate_pipeline(calibrated, [c for c in args.calls if c <= 20], batch_size=16, num_batches=2)
+    calibrate_pipeline(calibrated, budgets, batch_size=16, num_batches=2)
     calibration_s = time.perf_counter() - calibration_start
-    default = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config, calibrated_timesteps=None))
-    samplers = {"Simple default (UniPC)": default, "Simple calibrated": calibrated}
+    calibrate_pipeline(shifted, budgets, batch_size=16, num_batches=2, shift_evaluations=args.shift_evaluations)
+    shift_s = time.perf_counter() - calibration_start - calibration_s
+    shifted_budgets = sorted(shifted.scheduler.config.calibrated_model_timesteps or {}, key=int)
+    default = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
+    samplers = {"Simple default (UniPC)": default, "Simple calibrated": calibrated,
+                "Simple calibrated + time shifts": shifted}
     samplers.update({name: SimpleDiffusionPipeline(pipe.unet, make(pipe.scheduler.config)) for name, make in DIFFUSERS.items()})
     for p in samplers.values():
         p.set_progress_bar_config(disable=True)
@@ -161,7 +170,10 @@ Model {'(tiny, in-process)' if args.tiny else f'`{shown_path(args.model_dir)}`'}
 ({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, {resolution}x{resolution}). Fréchet
 distance in the features of {classifier_name} ({args.num_samples} samples per cell) to {args.num_samples} samples of
 the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact
-sampler would not reach 0). Calibration of the grids on this model took {calibration_s:.0f} s.
+sampler would not reach 0). Calibration of the grids on this model took {calibration_s:.0f} s; "Simple calibrated +
+time shifts" calibrates again and then fits per-call model timesteps with each grid ({args.shift_evaluations} solves per
+budget; {shift_s:.0f} s in all), kept only where a held-out batch of 16 confirms them: here at
+{', '.join(shifted_budgets) or 'no'} calls (the other budgets keep the calibrated grid).
 {machine_description(args.num_threads)}; wall time {time.perf_counter() - start:.0f} s (`benchmarks/sampler_quality_trained.py`).
 {'The last table: guidance %g.' % tables[0][0] if len(tables) > 1 else ''}
 """

@@ -400,13 +400,15 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         abar = self._abar(timestep, x0.device)
         return abar.sqrt() * x0.float() + (1 - abar).sqrt() * noise.float()
 
-    def reconstruction_guided_output(self, latents, t, labels, guidance_scale, known, mask, weight) -> torch.Tensor:
+    def reconstruction_guided_output(self, latents, t, labels, guidance_scale, known, mask, weight, level=None) -> torch.Tensor:
         """Reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", eq. 7) for inpainting: the x_0 prediction
         of the regenerated region (mask = 1) is corrected by the gradient of the kept region's reconstruction error,
         x0~ = x0^ - (w_r alpha_t / 2) grad_{x_t} ||(1 - m) (x_known - x0^(x_t))||^2. Returns the model output, in the
         scheduler's `prediction_type`, whose x_0 at the same x_t is x0~: eps~ = eps + alpha / sigma d, v~ = v + d /
-        sigma, x0~ = x0^ - d for the correction d (alpha^2 + sigma^2 = 1)."""
-        abar = self._abar(t, latents.device)
+        sigma, x0~ = x0^ - d for the correction d (alpha^2 + sigma^2 = 1). `level` is the timestep of the noise level of
+        `latents` when the model is called at another timestep `t` (SimpleScheduler's `solver_timesteps`); defaults
+        to `t`."""
+        abar = self._abar(t if level is None else level, latents.device)
         alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
         prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         with torch.enable_grad():
@@ -552,6 +554,10 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
             strength = float((0.8 if mask is None else 1.0) if strength is None else strength)
             timesteps = self.get_timesteps(strength, num_inference_steps)
             init_image = init_image.to(device).expand(batch_size, -1, -1, -1)
+        # the noise level of the sample at each of these model calls: the same timesteps, except for SimpleScheduler's
+        # calibrated time shifts (`solver_timesteps`)
+        levels = getattr(self.scheduler, "solver_timesteps", self.scheduler.timesteps)[
+            len(self.scheduler.timesteps) - len(timesteps):]
         if mask is not None:
             mask = mask.to(device).expand(batch_size, -1, -1, -1)
             jump_length, jump_n_sample = jump_length or 10, jump_n_sample or 1
@@ -568,7 +574,7 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
 
         dtype = self.unet.dtype
         if init_image is not None and strength == 0:
-            latents, timesteps = init_image.to(dtype), timesteps[:0]  # SDEdit at t = 0: the input itself
+            latents, timesteps, levels = init_image.to(dtype), timesteps[:0], levels[:0]  # SDEdit at t = 0: the input
         else:
             if latents is None:
                 latents = randn_tensor(self.latents_shape(batch_size), generator=generator, device=device, dtype=dtype)
@@ -576,7 +582,7 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
             if init_image is None or strength == 1:
                 latents = latents * self.scheduler.init_noise_sigma  # pure noise, as for generation
             else:  # SDEdit (Meng et al. 2022, Sec. 3): x(t0) ~ N(sqrt(abar_t0) x_input, (1 - abar_t0) I)
-                latents = self.noise_to(init_image, latents, timesteps[0]).to(dtype)
+                latents = self.noise_to(init_image, latents, levels[0]).to(dtype)
 
         # Positions along the schedule: p = the number of steps done. Generation and SDEdit go straight down;
         # RePaint also goes back up (re-noising) to resample.
@@ -586,8 +592,8 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         with self.progress_bar(total=sum(b > a for a, b in zip(path, path[1:]))) as progress_bar:
             for position, next_position in zip(path, path[1:]):
                 if next_position < position:  # RePaint, Alg. 1, line 10: one step of the forward process
-                    t_to = timesteps[next_position]
-                    latents = self.renoise(latents, timesteps[position] if position < num_steps else -1, t_to, generator)
+                    t_to = levels[next_position]
+                    latents = self.renoise(latents, levels[position] if position < num_steps else -1, t_to, generator)
                     restart = True
                     continue
                 if restart:  # after a jump back, multistep solvers start a new history at this position
@@ -598,7 +604,8 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
                 t = timesteps[position]
                 if mask is not None and reconstruction_guidance_scale > 0:
                     model_output = self.reconstruction_guided_output(
-                        latents, t, labels, guidance_scale, init_image, mask, reconstruction_guidance_scale)
+                        latents, t, labels, guidance_scale, init_image, mask, reconstruction_guidance_scale,
+                        levels[position])
                 else:
                     model_output = self.predict_noise(latents, t, labels, guidance_scale)
                 latents = self.scheduler.step(model_output, t, latents, **extra_step_kwargs).prev_sample
@@ -607,7 +614,7 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
                     # part the input noised to the new level, q(x_{t-1} | x_0) (the input itself after the last step)
                     if next_position < num_steps:
                         noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=torch.float32)
-                        known = self.noise_to(init_image, noise, timesteps[next_position])
+                        known = self.noise_to(init_image, noise, levels[next_position])
                     else:
                         known = init_image
                     latents = torch.where(mask.bool(), latents, known.to(latents.dtype))
@@ -690,7 +697,9 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         device = self._execution_device
         labels = None if class_labels is None else self.prepare_class_labels(class_labels, batch_size, device)
         self.scheduler.set_timesteps(int(num_inference_steps), device=device)
-        timesteps = self.scheduler.timesteps
+        # the deterministic DDIM ODE calls the model where the sample is: at the solver's grid, without calibrated
+        # time shifts
+        timesteps = getattr(self.scheduler, "solver_timesteps", self.scheduler.timesteps)
         if getattr(self.scheduler, "analytic_first_step_active", False):
             # sampling starts at T - 1 with an analytic step (no model call there): invert up to x_T all the same
             timesteps = torch.cat([timesteps.new_tensor([self.scheduler.config.num_train_timesteps - 1]), timesteps])

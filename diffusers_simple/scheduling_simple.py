@@ -134,40 +134,51 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     return 1 - alphas
 
 
-def check_calibrated_timesteps(calibrated_timesteps, num_train_timesteps: int):
+def check_calibrated_timesteps(calibrated_timesteps, num_train_timesteps: int, calibrated_model_timesteps=None):
     """
     Raises a `ValueError` unless `calibrated_timesteps` is `None` or maps `str(N)` to N strictly descending
-    timesteps in `[0, num_train_timesteps - 1]`.
+    timesteps in `[0, num_train_timesteps - 1]`, and `calibrated_model_timesteps` is `None` or such a map for budgets
+    that `calibrated_timesteps` holds.
 
     Args:
         calibrated_timesteps (`dict[str, list[float]]` or `None`): the grids to check.
         num_train_timesteps (`int`): the scheduler's `T`.
+        calibrated_model_timesteps (`dict[str, list[float]]`, *optional*): the model timesteps to check.
     """
-    if calibrated_timesteps is None:
-        return
-    if not isinstance(calibrated_timesteps, dict):
-        raise ValueError(
-            f"calibrated_timesteps={calibrated_timesteps!r} must be a dict mapping a number of model calls (as a "
-            "string, e.g. '5') to that many timesteps."
-        )
     T = num_train_timesteps
-    for key, grid in calibrated_timesteps.items():
-        values = np.asarray(grid, dtype=np.float64) if isinstance(grid, (list, tuple)) else None
-        if (
-            not str(key).isdigit()
-            or values is None
-            or values.ndim != 1
-            or len(values) != int(key)
-            or not np.all(np.isfinite(values))
-            or not np.all(np.diff(values) < 0)
-            or values.min() < 0
-            or values.max() > T - 1
-        ):
+    for name, grids in (("calibrated_timesteps", calibrated_timesteps),
+                        ("calibrated_model_timesteps", calibrated_model_timesteps)):
+        if grids is None:
+            continue
+        if not isinstance(grids, dict):
             raise ValueError(
-                f"calibrated_timesteps[{key!r}] = {grid!r} does not fit this scheduler: each entry must map N (a "
-                f"positive integer, as a string) to N strictly decreasing timesteps in [0, {T - 1}] "
-                f"(num_train_timesteps={T})."
+                f"{name}={grids!r} must be a dict mapping a number of model calls (as a string, e.g. '5') to that "
+                "many timesteps."
             )
+        for key, grid in grids.items():
+            values = np.asarray(grid, dtype=np.float64) if isinstance(grid, (list, tuple)) else None
+            if (
+                not str(key).isdigit()
+                or values is None
+                or values.ndim != 1
+                or len(values) != int(key)
+                or not np.all(np.isfinite(values))
+                or not np.all(np.diff(values) < 0)
+                or values.min() < 0
+                or values.max() > T - 1
+            ):
+                raise ValueError(
+                    f"{name}[{key!r}] = {grid!r} does not fit this scheduler: each entry must map N (a positive "
+                    f"integer, as a string) to N strictly decreasing timesteps in [0, {T - 1}] "
+                    f"(num_train_timesteps={T})."
+                )
+    unmatched = sorted(set(calibrated_model_timesteps or {}) - set(calibrated_timesteps or {}), key=int)
+    if unmatched:
+        raise ValueError(
+            f"calibrated_model_timesteps has budgets {unmatched} without a grid in calibrated_timesteps "
+            f"(budgets {sorted(calibrated_timesteps or {}, key=int)}): model timesteps shift the calls of a "
+            "calibrated grid and need one."
+        )
 
 
 class SimpleScheduler(SchedulerMixin, ConfigMixin):
@@ -287,6 +298,14 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         calibrated_timesteps (`dict[str, list[float]]`, *optional*):
             Per-model grids for the ODE samplers, `{"N": [N strictly decreasing timesteps]}`, used by
             `set_timesteps(N)`; made by `diffusers_simple_training.calibrate` (`diffusers-simple-calibrate`).
+        calibrated_model_timesteps (`dict[str, list[float]]`, *optional*):
+            For budgets N of `calibrated_timesteps`: the N strictly decreasing timesteps at which the model is called,
+            when they differ from the grid the solver steps on (calibrated time shifts: the model at call i is
+            given t_i' = t_i e^{delta_i} while the sample is at t_i, the shifted timesteps of Li et al. 2024,
+            "Alleviating Exposure Bias in Diffusion Models through Sampling with Shifted Time Steps",
+            https://huggingface.co/papers/2305.15583, fitted per model by `diffusers-simple-calibrate
+            --shift_evaluations`). `set_timesteps(N)` then makes `timesteps` these model timesteps and
+            `solver_timesteps` the grid.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -324,6 +343,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         calibrated_timesteps: dict[str, list[float]] | None = None,
         analytic_first_step: bool = True,
         final_step_order: int = 3,
+        calibrated_model_timesteps: dict[str, list[float]] | None = None,
     ):
         _check_choice("sampler", sampler, SAMPLERS)
         _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
@@ -395,11 +415,12 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
 
         self.init_noise_sigma = 1.0  # x_T ~ N(0, I); set_timesteps changes it with `analytic_first_step`
-        check_calibrated_timesteps(calibrated_timesteps, num_train_timesteps)
+        check_calibrated_timesteps(calibrated_timesteps, num_train_timesteps, calibrated_model_timesteps)
 
         # set by `set_timesteps`
         self.num_inference_steps = None
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
+        self.solver_timesteps = self.timesteps
         self._reset_history()
 
     # Keys whose default here differs from Diffusers' schedulers' defaults, and trained_betas: `from_config` always
@@ -469,6 +490,9 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
 
         With `analytic_first_step` and a `"unipc"` grid below `T - 1`, `analytic_first_step_active` is `True` and
         `init_noise_sigma` is the scale of the sample at `self.timesteps[0]`; otherwise they are `False` and 1.
+
+        `self.timesteps` are the timesteps the model is called at, `self.solver_timesteps` those the sample is at when
+        it is called: the same tensor, except for a budget N with `calibrated_model_timesteps[str(N)]`.
         """
         T = self.config.num_train_timesteps
         if (num_inference_steps is None) == (timesteps is None):
@@ -477,6 +501,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
                 f"(got {timesteps!r})."
             )
         sigmas = None  # VE noise levels sigma = sqrt((1 - abar) / abar) of the grid, when they are not abar[t]
+        model_timesteps = None  # where the model is called, when not at the grid (calibrated_model_timesteps)
         if timesteps is None:
             if not (isinstance(num_inference_steps, (int, np.integer)) and 1 <= num_inference_steps <= T):
                 raise ValueError(
@@ -487,6 +512,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             calibrated = (self.config.calibrated_timesteps or {}).get(str(n))
             if calibrated is not None and self._is_ode_sampler():
                 timesteps, source = np.array(calibrated, dtype=np.float64), f"calibrated_timesteps[{str(n)!r}]"
+                model_timesteps = (self.config.calibrated_model_timesteps or {}).get(str(n))
             elif self.config.sampler == "unipc":
                 timesteps, source = self._warped_log_snr_timesteps(n), "last_lambda / lambda_spacing_power"
             elif self.config.sampler == "dpmsolver++":
@@ -511,6 +537,11 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             self.timesteps = torch.from_numpy(timesteps.astype(np.int64)).to(device)
         else:  # fractional timesteps: the model is called at noise levels between train timesteps
             self.timesteps = torch.from_numpy(timesteps.astype(np.float32)).to(device)
+        self.solver_timesteps = self.timesteps
+        if model_timesteps is not None:  # the model is called at t_i', the sample is at t_i (the solver's grid)
+            model_timesteps = np.array(model_timesteps, dtype=np.float32)
+            self._check_grid(model_timesteps, f"calibrated_model_timesteps[{str(n)!r}] in float32", integers=False)
+            self.timesteps = torch.from_numpy(model_timesteps).to(device)
         # (alpha, sigma) at each grid point and after the last step, float64: x_t = alpha x_0 + sigma eps
         if sigmas is None:
             abar = np.append(self._abar_at(timesteps), float(self.final_alpha_cumprod))
@@ -697,7 +728,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
 
     def previous_timestep(self, timestep: int | float | torch.Tensor) -> int | float:
         """
-        The timestep that `step` goes to from `timestep`: the next entry of `self.timesteps`, or -1 after the last.
+        The timestep that `step` goes to from `timestep`: the next entry of `self.solver_timesteps` (the noise level of
+        the sample it returns), or -1 after the last.
 
         Args:
             timestep (`int`, `float` or `torch.Tensor`): a timestep of the current schedule.
@@ -708,7 +740,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         return self._timestep_after(self.index_for_timestep(timestep))
 
     def _timestep_after(self, index: int):
-        return self.timesteps[index + 1].item() if index + 1 < len(self.timesteps) else -1
+        return self.solver_timesteps[index + 1].item() if index + 1 < len(self.solver_timesteps) else -1
 
     def _abar(self, t: int) -> torch.Tensor:
         return self.alphas_cumprod[t] if t >= 0 else self.final_alpha_cumprod

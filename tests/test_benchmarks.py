@@ -87,7 +87,7 @@ def run_tiny(script: str, output_dir: Path) -> str:
 
 @pytest.mark.slow
 def test_sampler_accuracy_tiny(tmp_path):
-    from sampler_accuracy import SIMPLE_CONFIGS, diffusers_configs
+    from sampler_accuracy import SIMPLE_CONFIGS, TRACKED, diffusers_configs
 
     stdout = run_tiny("sampler_accuracy.py", tmp_path)
     names = [*diffusers_configs(), *SIMPLE_CONFIGS, "best Diffusers", "best SimpleScheduler"]
@@ -95,10 +95,10 @@ def test_sampler_accuracy_tiny(tmp_path):
     for row in rows[: len(names) - 2]:
         ratios = [float(cell.split()[0]) for cell in row[1:]]
         assert all(0.5 < ratio < 100 for ratio in ratios), row  # distance / finite-sample floor
-    # the default, the calibrated grids and the best Diffusers configuration over 3 draws: mean +- standard error, the
+    # the default, the calibrated schedules and the best Diffusers configuration over 3 draws: mean +- standard error, the
     # mean within the range of the main table's rows
     markdown = (tmp_path / "sampler_accuracy.md").read_text()
-    for name in ("Simple default", "Simple calibrated"):
+    for name in TRACKED:
         precise = [line for line in markdown.splitlines() if line.startswith(f"| {name} |") and "±" in line]
         assert len(precise) == 1 and "over 3 draws" in markdown
         for cell in precise[0].strip("|").split("|")[1:]:
@@ -153,7 +153,7 @@ def test_sampler_quality_trained_tiny(tmp_path):
     from sampler_quality_trained import DIFFUSERS
 
     stdout = run_tiny("sampler_quality_trained.py", tmp_path)
-    names = ["Simple default (UniPC)", "Simple calibrated", *DIFFUSERS, "best Diffusers"]
+    names = ["Simple default (UniPC)", "Simple calibrated", "Simple calibrated + time shifts", *DIFFUSERS, "best Diffusers"]
     rows = check_outputs(tmp_path, "sampler_quality_trained", stdout, names)
     for row in rows[:-1]:
         assert all(float(cell) > 0 for cell in row[1:]), row  # Fréchet distances to the 1000-step DDPM samples

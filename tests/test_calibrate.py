@@ -99,7 +99,7 @@ def test_calibrated_grid_is_at_least_as_accurate_as_the_default_on_its_batches(c
 
 def held_out_error(scheduler, model, n, seeds=range(100, 104)):
     """Mean per-sample distance of n-call samples to a 200-call solve, over batches of noise no calibration saw."""
-    fine = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=None)
+    fine = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=None, calibrated_model_timesteps=None)
     total = 0.0
     for seed in seeds:
         noise = torch.randn(64, 4, generator=torch.Generator().manual_seed(seed))
