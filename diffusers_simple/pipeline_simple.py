@@ -400,7 +400,9 @@ class SimpleDiffusionPipeline(DiffusionPipeline):
         abar = self._abar(timestep, x0.device)
         return abar.sqrt() * x0.float() + (1 - abar).sqrt() * noise.float()
 
-    def reconstruction_guided_output(self, latents, t, labels, guidance_scale, known, mask, weight, level=None) -> torch.Tensor:
+    def reconstruction_guided_output(
+        self, latents, t, labels, guidance_scale, known, mask, weight, level=None
+    ) -> torch.Tensor:
         """Reconstruction guidance (Ho et al. 2022, "Video Diffusion Models", eq. 7) for inpainting: the x_0 prediction
         of the regenerated region (mask = 1) is corrected by the gradient of the kept region's reconstruction error,
         x0~ = x0^ - (w_r alpha_t / 2) grad_{x_t} ||(1 - m) (x_known - x0^(x_t))||^2. Returns the model output, in the

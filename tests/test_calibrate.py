@@ -194,13 +194,18 @@ def test_bad_budget_raises():
         calibrate_timesteps(mixture_model(SimpleScheduler()), SimpleScheduler(), (3,), (8, 4), refine_evaluations=-1)
 
 
-def test_console_script_calibrates_a_saved_pipeline(tmp_path):
+def random_pipeline(scheduler):
+    """A tiny grayscale pipeline with random weights (small enough that its samples stay finite)."""
     torch.manual_seed(0)
     unet = SimpleUNet(in_channels=1, out_channels=1, **TINY_UNET)
     with torch.no_grad():
         for p in unet.parameters():
             p.copy_(torch.randn_like(p) * 0.05)
-    pipe = SimpleDiffusionPipeline(unet=unet.eval(), scheduler=SimpleScheduler())
+    return SimpleDiffusionPipeline(unet=unet.eval(), scheduler=scheduler)
+
+
+def test_console_script_calibrates_a_saved_pipeline(tmp_path):
+    pipe = random_pipeline(SimpleScheduler())
     pipe.save_pretrained(tmp_path)
     main([str(tmp_path), "--budgets", "2", "3", "--batch_size", "2", "--num_batches", "1", "--fine_steps", "12"])
     loaded = SimpleDiffusionPipeline.from_pretrained(tmp_path)

@@ -9,9 +9,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
-from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler, SimpleUNet
+from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training.calibrate import calibrate_model_timesteps, calibrate_pipeline, calibrate_timesteps, main
-from test_calibrate import TINY_UNET, held_out_error, mixture_model, solve
+from test_calibrate import held_out_error, mixture_model, random_pipeline, solve
 
 GRID = [600.0, 300.0, 120.0, 40.0, 10.0]
 MODEL_TIMES = [630.5, 290.0, 135.25, 41.0, 12.5]
@@ -146,14 +146,9 @@ def test_model_timestep_calibration_needs_grids_and_solves():
 
 
 def test_console_script_fits_shifts_and_recalibration_drops_stale_ones(tmp_path):
-    torch.manual_seed(0)
-    unet = SimpleUNet(in_channels=1, out_channels=1, **TINY_UNET)
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.copy_(torch.randn_like(p) * 0.05)
     stale = {"calibrated_timesteps": {"2": [900.0, 50.0], "5": GRID}, "calibrated_model_timesteps": {"2": [950.0, 60.0],
                                                                                                     "5": MODEL_TIMES}}
-    pipe = SimpleDiffusionPipeline(unet=unet.eval(), scheduler=SimpleScheduler(**stale))
+    pipe = random_pipeline(SimpleScheduler(**stale))
     pipe.save_pretrained(tmp_path)
     main([str(tmp_path), "--budgets", "2", "3", "--batch_size", "2", "--num_batches", "1", "--fine_steps", "12",
           "--refine_evaluations", "0", "--shift_evaluations", "20"])

@@ -282,8 +282,9 @@ def calibrate_model_timesteps(
         result = minimize(objective, start, method="Nelder-Mead",
                           options={"maxfev": evaluations, "initial_simplex": simplex, "xatol": 1e-4, "fatol": 0.0})
         pair = times(result.x)
-        if pair is not None and result.fun < _grid_error(model, scheduler, grid, fit, device) and (
-                _grid_error(model, scheduler, pair[0], held_out, device, pair[1]) < _grid_error(model, scheduler, grid, held_out, device)):
+        if pair is None or result.fun >= _grid_error(model, scheduler, grid, fit, device):
+            continue  # nothing better than the grid alone on the calibration batches
+        if _grid_error(model, scheduler, pair[0], held_out, device, pair[1]) < _grid_error(model, scheduler, grid, held_out, device):
             kept["calibrated_timesteps"][key], kept["calibrated_model_timesteps"][key] = pair
     return kept
 
