@@ -32,7 +32,7 @@ Regularity of ODE-based Diffusion Sampling", https://huggingface.co/papers/2405.
    of the timestep the model is given, t_i e^{delta_i} while the sample is at t_i: the shifted time steps of Li et al.
    2024 ("Alleviating Exposure Bias in Diffusion Models through Sampling with Shifted Time Steps",
    https://huggingface.co/papers/2305.15583), fitted per model on the same error. A budget keeps its shifts only if
-   they also lower the error on a held-out batch. On the 64-D mixture they take 5-call sampling from 1.72x to 1.16x
+   they also lower the error on a held-out batch. On the 64-D mixture they take 5-call sampling from 1.72x to 1.17x
    the floor (`benchmarks/sampler_accuracy.py`); on the digits model they did not lower the Frechet distance.
 
 The grids are stored as `calibrated_timesteps` in the scheduler config ({"N": [N timesteps]}), the model timesteps
