@@ -33,7 +33,7 @@ from editing import CACHE, TRAIN_STEPS, split, tiny_model, train_model
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training import evaluate
-from diffusers_simple_training.calibrate import calibrate_pipeline
+from diffusers_simple_training.calibrate import calibrate_model_timesteps, calibrate_pipeline, pipeline_model
 from diffusers_simple_training.digits_classifier import load_digits_classifier
 from diffusers_simple_training.frechet import frechet_distance_from_features
 from diffusers_simple_training.reference_classifier import classify
@@ -58,6 +58,8 @@ def add_arguments(parser):
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0], help="For a class-conditional model.")
     parser.add_argument("--shift_evaluations", type=int, default=400,
                         help="Solves per batch and budget that fit the calibrated time shifts (calibrate_model_timesteps).")
+    parser.add_argument("--shift_budgets", type=int, nargs="+", default=None,
+                        help="The budgets that get time shifts (default: every calibrated budget, up to 20 calls).")
 
 
 def shown_path(path: Path) -> str:
@@ -113,14 +115,22 @@ def main():
                                                         "analytic_first_step", "final_step_order")}
     config = dict(SimpleScheduler.from_config(pipe.scheduler.config, **unipc_defaults).config)
     config.update(calibrated_timesteps=None, calibrated_model_timesteps=None)
-    calibrated, shifted = (SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config)) for _ in range(2))
+    calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
     budgets = [c for c in args.calls if c <= 20]
     calibration_start = time.perf_counter()
     calibrate_pipeline(calibrated, budgets, batch_size=16, num_batches=2)
     calibration_s = time.perf_counter() - calibration_start
-    calibrate_pipeline(shifted, budgets, batch_size=16, num_batches=2, shift_evaluations=args.shift_evaluations)
+    # the time shifts of calibrate_pipeline(..., shift_evaluations), fitted on the calibrated grids just made
+    grids = calibrated.scheduler.config.calibrated_timesteps
+    shift_budgets = [str(c) for c in (args.shift_budgets or budgets) if str(c) in grids]
+    model, sample_shape = pipeline_model(calibrated, batch_size=16)
+    to_shift = SimpleScheduler.from_config(config, calibrated_timesteps={n: grids[n] for n in shift_budgets})
+    shifts = calibrate_model_timesteps(model, to_shift, sample_shape, evaluations=args.shift_evaluations)
+    shifted = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(
+        config, calibrated_timesteps={**grids, **shifts["calibrated_timesteps"]},
+        calibrated_model_timesteps=shifts["calibrated_model_timesteps"] or None))
     shift_s = time.perf_counter() - calibration_start - calibration_s
-    shifted_budgets = sorted(shifted.scheduler.config.calibrated_model_timesteps or {}, key=int)
+    shifted_budgets = sorted(shifts["calibrated_model_timesteps"], key=int)
     default = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
     samplers = {"Simple default (UniPC)": default, "Simple calibrated": calibrated,
                 "Simple calibrated + time shifts": shifted}
@@ -171,8 +181,8 @@ Model {'(tiny, in-process)' if args.tiny else f'`{shown_path(args.model_dir)}`'}
 distance in the features of {classifier_name} ({args.num_samples} samples per cell) to {args.num_samples} samples of
 the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact
 sampler would not reach 0). Calibration of the grids on this model took {calibration_s:.0f} s; "Simple calibrated +
-time shifts" calibrates again and then fits per-call model timesteps with each grid ({args.shift_evaluations} solves per
-budget; {shift_s:.0f} s in all), kept only where a held-out batch of 16 confirms them: here at
+time shifts" then fits per-call model timesteps with the grids of {', '.join(shift_budgets)} calls ({args.shift_evaluations}
+solves per budget; {shift_s:.0f} s in all), kept only where a held-out batch of 16 confirms them: here at
 {', '.join(shifted_budgets) or 'no'} calls (the other budgets keep the calibrated grid).
 {machine_description(args.num_threads)}; wall time {time.perf_counter() - start:.0f} s (`benchmarks/sampler_quality_trained.py`).
 {'The last table: guidance %g.' % tables[0][0] if len(tables) > 1 else ''}

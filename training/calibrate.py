@@ -313,6 +313,35 @@ def _grid_error(model, scheduler: SimpleScheduler, grid: list[float], batches, d
     return total
 
 
+def pipeline_model(pipeline, batch_size: int = 16, seed: int = 0):
+    """
+    What `calibrate_pipeline` calibrates `pipeline.unet` with: `model(x_t, t)`, the UNet's float32 output (a
+    class-conditional UNet gets seeded random labels, no guidance), and the shape of one batch of noise.
+
+    Args:
+        pipeline (`SimpleDiffusionPipeline`): the pipeline, with a `SimpleScheduler`.
+        batch_size (`int`, defaults to 16), seed (`int`, defaults to 0): as for [`calibrate_pipeline`].
+
+    Returns:
+        `tuple`: `(model, sample_shape)`.
+    """
+    unet, scheduler = pipeline.unet, pipeline.scheduler
+    if not isinstance(scheduler, SimpleScheduler):
+        raise ValueError(f"calibration needs a SimpleScheduler, not {type(scheduler).__name__}.")
+    num_classes = unet.config.get("num_class_embeds")
+    labels = None
+    if num_classes:
+        labels = torch.randint(num_classes, (batch_size,), generator=torch.Generator().manual_seed(seed + 1)).to(unet.device)
+    dtype = unet.dtype
+
+    def model(x, t):
+        return unet(x.to(dtype), t, class_labels=labels).sample.float()
+
+    sample_size = unet.config.sample_size
+    height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+    return model, (batch_size, unet.config.in_channels, height, width)
+
+
 def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, num_batches: int = 2, seed: int = 0,
                        fine_steps: int = 100, refine_evaluations: int = 100,
                        shift_evaluations: int = 0) -> dict[str, list[float]]:
@@ -335,22 +364,8 @@ def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, n
     Returns:
         `dict[str, list[float]]`: the new grids.
     """
-    unet, scheduler = pipeline.unet, pipeline.scheduler
-    if not isinstance(scheduler, SimpleScheduler):
-        raise ValueError(f"calibration needs a SimpleScheduler, not {type(scheduler).__name__}.")
-    device = unet.device
-    num_classes = unet.config.get("num_class_embeds")
-    labels = None
-    if num_classes:
-        labels = torch.randint(num_classes, (batch_size,), generator=torch.Generator().manual_seed(seed + 1)).to(device)
-    dtype = unet.dtype
-
-    def model(x, t):
-        return unet(x.to(dtype), t, class_labels=labels).sample.float()
-
-    sample_size = unet.config.sample_size
-    height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
-    shape = (batch_size, unet.config.in_channels, height, width)
+    scheduler, device = pipeline.scheduler, pipeline.unet.device
+    model, shape = pipeline_model(pipeline, batch_size, seed)
     grids = calibrate_timesteps(model, scheduler, budgets, shape, num_batches, seed, fine_steps, device, refine_evaluations)
     model_timesteps = {k: v for k, v in (scheduler.config.calibrated_model_timesteps or {}).items() if k not in grids}
     if shift_evaluations:
