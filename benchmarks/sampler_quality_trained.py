@@ -33,7 +33,7 @@ from editing import CACHE, TRAIN_STEPS, split, tiny_model, train_model
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
 from diffusers_simple_training import evaluate
-from diffusers_simple_training.calibrate import calibrate_model_timesteps, calibrate_pipeline, pipeline_model
+from diffusers_simple_training.calibrate import calibrate_pipeline, shift_pipeline
 from diffusers_simple_training.digits_classifier import load_digits_classifier
 from diffusers_simple_training.frechet import frechet_distance_from_features
 from diffusers_simple_training.reference_classifier import classify
@@ -121,16 +121,11 @@ def main():
     calibrate_pipeline(calibrated, budgets, batch_size=16, num_batches=2)
     calibration_s = time.perf_counter() - calibration_start
     # the time shifts of calibrate_pipeline(..., shift_evaluations), fitted on the calibrated grids just made
-    grids = calibrated.scheduler.config.calibrated_timesteps
-    shift_budgets = [str(c) for c in (args.shift_budgets or budgets) if str(c) in grids]
-    model, sample_shape = pipeline_model(calibrated, batch_size=16)
-    to_shift = SimpleScheduler.from_config(config, calibrated_timesteps={n: grids[n] for n in shift_budgets})
-    shifts = calibrate_model_timesteps(model, to_shift, sample_shape, evaluations=args.shift_evaluations)
-    shifted = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(
-        config, calibrated_timesteps={**grids, **shifts["calibrated_timesteps"]},
-        calibrated_model_timesteps=shifts["calibrated_model_timesteps"] or None))
+    shift_budgets = [str(c) for c in (args.shift_budgets or budgets) if str(c) in calibrated.scheduler.config.calibrated_timesteps]
+    shifted = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(calibrated.scheduler.config))
+    shift_pipeline(shifted, shift_budgets, batch_size=16, num_batches=2, evaluations=args.shift_evaluations)
     shift_s = time.perf_counter() - calibration_start - calibration_s
-    shifted_budgets = sorted(shifts["calibrated_model_timesteps"], key=int)
+    shifted_budgets = sorted(shifted.scheduler.config.calibrated_model_timesteps or {}, key=int)
     default = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
     samplers = {"Simple default (UniPC)": default, "Simple calibrated": calibrated,
                 "Simple calibrated + time shifts": shifted}

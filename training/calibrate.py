@@ -313,7 +313,7 @@ def _grid_error(model, scheduler: SimpleScheduler, grid: list[float], batches, d
     return total
 
 
-def pipeline_model(pipeline, batch_size: int = 16, seed: int = 0):
+def _pipeline_model(pipeline, batch_size: int = 16, seed: int = 0):
     """
     What `calibrate_pipeline` calibrates `pipeline.unet` with: `model(x_t, t)`, the UNet's float32 output (a
     class-conditional UNet gets seeded random labels, no guidance), and the shape of one batch of noise.
@@ -364,20 +364,48 @@ def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, n
     Returns:
         `dict[str, list[float]]`: the new grids.
     """
-    scheduler, device = pipeline.scheduler, pipeline.unet.device
-    model, shape = pipeline_model(pipeline, batch_size, seed)
-    grids = calibrate_timesteps(model, scheduler, budgets, shape, num_batches, seed, fine_steps, device, refine_evaluations)
+    scheduler = pipeline.scheduler
+    model, shape = _pipeline_model(pipeline, batch_size, seed)
+    grids = calibrate_timesteps(model, scheduler, budgets, shape, num_batches, seed, fine_steps, pipeline.unet.device,
+                                refine_evaluations)
     model_timesteps = {k: v for k, v in (scheduler.config.calibrated_model_timesteps or {}).items() if k not in grids}
-    if shift_evaluations:
-        shifted = calibrate_model_timesteps(
-            model, SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=grids, calibrated_model_timesteps=None),
-            shape, num_batches, seed, fine_steps, device, shift_evaluations)
-        grids.update(shifted["calibrated_timesteps"])
-        model_timesteps.update(shifted["calibrated_model_timesteps"])
     merged = {**(scheduler.config.calibrated_timesteps or {}), **grids}
     pipeline.scheduler = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=merged,
                                                      calibrated_model_timesteps=model_timesteps or None)
+    if shift_evaluations:
+        grids.update(shift_pipeline(pipeline, grids, batch_size, num_batches, seed, fine_steps, shift_evaluations))
     return grids
+
+
+def shift_pipeline(pipeline, budgets: Iterable[int | str], batch_size: int = 16, num_batches: int = 2, seed: int = 0,
+                   fine_steps: int = 100, evaluations: int = 400) -> dict[str, list[float]]:
+    """
+    Fits calibrated time shifts ([`calibrate_model_timesteps`]) for the calibrated grids of `budgets` in
+    `pipeline.scheduler` and stores the grids and model timesteps of the budgets where a held-out batch confirms them
+    in its config (`calibrated_timesteps`, `calibrated_model_timesteps`).
+
+    Args:
+        pipeline (`SimpleDiffusionPipeline`): a pipeline whose scheduler holds calibrated grids for `budgets`.
+        budgets (`Iterable[int | str]`): numbers of model calls whose grids get shifts.
+        batch_size (`int`, defaults to 16), num_batches (`int`, defaults to 2), seed (`int`, defaults to 0),
+        fine_steps (`int`, defaults to 100): as for [`calibrate_pipeline`], whose batches these are.
+        evaluations (`int`, defaults to 400): see [`calibrate_model_timesteps`].
+
+    Returns:
+        `dict[str, list[float]]`: the refit grids of the budgets that kept shifts.
+    """
+    scheduler = pipeline.scheduler
+    grids = scheduler.config.calibrated_timesteps or {}
+    to_shift = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps={str(n): grids[str(n)] for n in budgets},
+                                           calibrated_model_timesteps=None)
+    model, shape = _pipeline_model(pipeline, batch_size, seed)
+    shifted = calibrate_model_timesteps(model, to_shift, shape, num_batches, seed, fine_steps, pipeline.unet.device,
+                                        evaluations)
+    pipeline.scheduler = SimpleScheduler.from_config(
+        scheduler.config, calibrated_timesteps={**grids, **shifted["calibrated_timesteps"]},
+        calibrated_model_timesteps={**(scheduler.config.calibrated_model_timesteps or {}),
+                                    **shifted["calibrated_model_timesteps"]} or None)
+    return shifted["calibrated_timesteps"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
