@@ -11,7 +11,7 @@ from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from test_training import REPO, assert_same_weights, launch_training
+from test_training import REPO, assert_same_weights, finish_training, launch_training
 
 
 FSDP_CONFIG = os.path.join(REPO, "training", "configs", "accelerate_fsdp2.yaml")
@@ -22,19 +22,16 @@ LEARNING_RATE = 1e-4  # train.py's default
 EMA_UNET = os.path.join("unet", "diffusion_pytorch_model.safetensors")
 
 
-def finish(process) -> None:
-    output = process.communicate()[0]
-    assert process.returncode == 0, output[-3000:]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same 4-step run under DDP and under FSDP2, two processes each (run side by side)."""
     root = tmp_path_factory.mktemp("fsdp")
     ddp = launch_training(ARGS, root / "ddp", processes=2)
     fsdp = launch_training(ARGS, root / "fsdp", processes=2, config_file=FSDP_CONFIG)
-    finish(ddp)
-    finish(fsdp)
+    try:
+        finish_training(ddp)
+    finally:
+        finish_training(fsdp)
     return root
 
 
@@ -77,8 +74,7 @@ def test_fsdp_checkpoints_are_sharded_and_the_export_is_whole(runs):
 def test_fsdp_resume_is_exact(runs, tmp_path):
     shutil.copytree(runs / "fsdp" / "checkpoint-2", tmp_path / "checkpoint-2")
     resumed = launch_training([*ARGS, "--resume_from_checkpoint", "latest"], tmp_path, 2, config_file=FSDP_CONFIG)
-    output = resumed.communicate()[0]
-    assert resumed.returncode == 0, output[-3000:]
+    output = finish_training(resumed)
     assert f"Resumed from {tmp_path / 'checkpoint-2'} at step 2" in output
     assert_same_weights(load_file(runs / "fsdp" / EMA_UNET), load_file(tmp_path / EMA_UNET))
     for shard in ("__0_0.distcp", "__1_0.distcp"):  # every process's shard of the training weights

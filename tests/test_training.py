@@ -1,6 +1,7 @@
 """The training script: arguments, preprocessing, data order, objective, checkpoints, model card, and end-to-end runs
 (digits, image folder, streaming, fine-tuning, SIGKILL + resume, NaN stop, two gloo processes) on tiny models."""
 
+import glob
 import importlib.util
 import io
 import json
@@ -679,6 +680,41 @@ def launch_training(args, output_dir, processes=1, config_file=None):
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and the ones they started (from /proc): torchrun gives its training processes
+    sessions of their own, so a signal to the launcher's process group does not reach them."""
+    parents = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as file:
+                parents[int(stat.split("/")[2])] = int(file.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+    found, parents_now = [], {pid}
+    while parents_now:
+        parents_now = {child for child, parent in parents.items() if parent in parents_now}
+        found += parents_now
+    return found
+
+
+def finish_training(process, timeout: float = 240) -> str:
+    """Waits for a `launch_training` run (a tiny one takes well under a minute) and returns its output, asserting that
+    it succeeded. A run still going after `timeout` seconds is killed with every process it started, and the test
+    fails with its output, instead of hanging until pytest's timeout."""
+    try:
+        output = process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        for pid in [*descendants(process.pid), process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        output = process.communicate()[0]
+        raise AssertionError(f"The run did not end within {timeout} s; its output:\n{output[-3000:]}") from None
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
 @pytest.mark.slow
 def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     args = "--label_column label --class_dropout_prob 0.3 --dropout 0.1 --random_flip --use_ema --snr_gamma 5 "
@@ -690,7 +726,7 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
         time.sleep(0.02)
     os.killpg(killed.pid, signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL, killed.stdout.read()[-3000:]
-    assert uninterrupted.wait() == 0, uninterrupted.stdout.read()[-3000:]
+    finish_training(uninterrupted)
     (step, _), *_ = reversed(list_checkpoints(tmp_path / "b"))
     assert step < 120, "the run finished before it could be killed"
 
@@ -698,8 +734,7 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     shutil.copytree(tmp_path / "b" / f"checkpoint-{step}", tmp_path / "b" / "checkpoint-110.tmp")
     (tmp_path / "b" / "checkpoint-115").mkdir()
     resumed = launch_training(args + ["--resume_from_checkpoint", "latest"], tmp_path / "b")
-    output = resumed.communicate()[0]
-    assert resumed.returncode == 0, output[-3000:]
+    output = finish_training(resumed)
     assert f"Resumed from {tmp_path / 'b' / f'checkpoint-{step}'} at step {step}" in output
     if len(os.sched_getaffinity(0)) > 1:  # launched without --num_cpu_threads_per_process: 1 thread, and a warning
         assert "--num_cpu_threads_per_process" in output, output[-3000:]
@@ -712,9 +747,7 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_two_gloo_processes(tmp_path):
     args = "--label_column label --max_train_steps 3 --checkpointing_steps 3 --use_ema"
-    process = launch_training(args.split(), tmp_path, processes=2)
-    output = process.communicate()[0]
-    assert process.returncode == 0, output[-3000:]
+    output = finish_training(launch_training(args.split(), tmp_path, processes=2))
     assert "Num processes: 2" in output
     checkpoint = tmp_path / "checkpoint-3"
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= set(os.listdir(checkpoint))

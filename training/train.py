@@ -357,9 +357,22 @@ def main(argv: list[str] | None = None) -> None:
         export(validate(), final=True)
         # A barrier last: a process that exits with gloo's broadcast work still queued can hang in its destructor.
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        end_training(accelerator, c)
     finally:
         lock.release()
+
+
+def end_training(accelerator, c: "loop.Components") -> None:
+    """Closes the trackers and destroys the process group, after dropping the DDP wrapper.
+
+    DDP's C++ reducer holds the process group. If the reducer is its last holder, the group's destructor runs with the
+    GIL held and waits for gloo's worker threads, which may need the GIL to free the tensors of the last collectives:
+    a deadlock at exit, seen on loaded 2-core machines. With the wrapper gone first, `destroy_process_group` frees the
+    group from Python, without the GIL.
+    """
+    c.unet = None
+    accelerator.free_memory()  # Accelerate's own references to the prepared model, optimizer and scheduler
+    accelerator.end_training()
 
 
 def describe_sampling(c, num_inference_steps: int | None, guidance_scale: float) -> str:
