@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -661,14 +662,27 @@ def test_idle_cores_warning(device, threads, cores, processes, warned):
         assert f"--num_cpu_threads_per_process {cores // processes}" in warning and f"on {cores} cores" in warning
 
 
+def free_port() -> int:
+    """A free TCP port below the ephemeral range. A port from `bind(0)` is free only until another process's `bind(0)`
+    or `connect` takes it, such as gloo's listeners in a run started just before; ports below the range are never
+    handed out that way."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+        ephemeral_start = int(file.read().split()[0])
+    for port in random.sample(range(10000, ephemeral_start), 100):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"No free port in 10000-{ephemeral_start - 1}.")
+
+
 def launch_training(args, output_dir, processes=1, config_file=None):
     """Starts `accelerate launch training/train.py` with a tiny model: DDP with `processes` > 1, or as `config_file`
     (an Accelerate config) says. Returns the `Popen`."""
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
     command = [ACCELERATE, "launch", *"--num_machines 1 --mixed_precision no --dynamo_backend no".split()]
-    command += ["--num_processes", str(processes), "--main_process_port", str(port.getsockname()[1])]
-    port.close()
+    command += ["--num_processes", str(processes), "--main_process_port", str(free_port())]
     if config_file is not None:
         command += ["--config_file", config_file]
     elif processes > 1:
