@@ -10,7 +10,13 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from diffusers_simple import SimpleDiffusionPipeline, SimpleScheduler
-from diffusers_simple_training.calibrate import calibrate_model_timesteps, calibrate_pipeline, calibrate_timesteps, main
+from diffusers_simple_training.calibrate import (
+    calibrate_model_timesteps,
+    calibrate_pipeline,
+    calibrate_timesteps,
+    main,
+    shift_pipeline,
+)
 from test_calibrate import held_out_error, mixture_model, random_pipeline, solve
 
 GRID = [600.0, 300.0, 120.0, 40.0, 10.0]
@@ -161,3 +167,11 @@ def test_console_script_fits_shifts_and_recalibration_drops_stale_ones(tmp_path)
     grids = calibrate_pipeline(pipe, [2], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=0)
     assert pipe.scheduler.config.calibrated_timesteps["2"] == grids["2"]
     assert pipe.scheduler.config.calibrated_model_timesteps == {"5": MODEL_TIMES}
+
+
+def test_shift_pipeline_needs_a_calibrated_grid_for_each_budget():
+    pipe = random_pipeline(SimpleScheduler(calibrated_timesteps={"2": [600.0, 200.0]}))
+    with pytest.raises(ValueError, match=r"\['3'\] have none \(the scheduler has grids for \['2'\]\)"):
+        shift_pipeline(pipe, [2, 3], batch_size=1, num_batches=1, fine_steps=4, evaluations=2)
+    with pytest.raises(ValueError, match=r"\['5'\] have none \(the scheduler has grids for \[\]\)"):
+        shift_pipeline(random_pipeline(SimpleScheduler()), [5])

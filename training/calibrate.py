@@ -396,7 +396,14 @@ def shift_pipeline(pipeline, budgets: Iterable[int | str], batch_size: int = 16,
     """
     scheduler = pipeline.scheduler
     grids = scheduler.config.calibrated_timesteps or {}
-    to_shift = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps={str(n): grids[str(n)] for n in budgets},
+    budgets = [str(n) for n in budgets]
+    missing = [n for n in budgets if n not in grids]
+    if missing:
+        raise ValueError(
+            f"shift_pipeline needs a calibrated grid for each budget; {missing} have none (the scheduler has grids for "
+            f"{sorted(grids, key=int)}). Calibrate them first with `calibrate_pipeline`."
+        )
+    to_shift = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps={n: grids[n] for n in budgets},
                                            calibrated_model_timesteps=None)
     model, shape = _pipeline_model(pipeline, batch_size, seed)
     shifted = calibrate_model_timesteps(model, to_shift, shape, num_batches, seed, fine_steps, pipeline.unet.device,
