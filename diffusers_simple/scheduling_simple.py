@@ -274,7 +274,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             For `"unipc"`: the number of model calls above which `last_lambda_growth` applies.
         lambda_spacing_power (`float`, defaults to 0.6):
             For `"unipc"`: lambda_i = lambda_{T-1} + (last_lambda - lambda_{T-1}) (i / m)^p, i = 0..m (m = n, or
-            n - 1 without `analytic_first_step`); 1 is log-SNR-uniform, smaller values spend more calls at high noise.
+            n - 1 without `analytic_first_step`); 1 is log-SNR-uniform, smaller values take a longer first step and spend
+            more calls at low noise.
         analytic_first_step (`bool`, defaults to `True`):
             For `"unipc"` grids made by `set_timesteps(num_inference_steps)` (the warped log-SNR grid, or a calibrated
             grid that starts below `T - 1`): no model call at `t = T - 1`. There the noise prediction is the noise
@@ -639,11 +640,12 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # i = 0..m, the first at t = T - 1 (m = n with the analytic first step, which drops that point from the model
         # calls; m = n - 1 without), p = lambda_spacing_power and lambda_end
         # = last_lambda + last_lambda_growth * max(0, n - last_lambda_growth_start) (capped at lambda_1, and never t = 0
-        # unless n = T). p = 1 is log-SNR-uniform (Lu et al. 2022); p < 1 spends more calls at high noise, where
-        # few-step solvers lose the most. Up to 6 calls, stopping at lambda = 2.5 and taking the last step to the clean
-        # sample at third order (`final_step_order`) beats spending a call closer to the data; with more calls, ending
-        # closer to the data pays (+0.15 per call, lambda_1 from about 18 calls on). Chosen by measurement on the exact
-        # mixtures of benchmarks/results/sampler_accuracy.md and on trained models (sampler_quality_trained*.md).
+        # unless n = T). p = 1 is log-SNR-uniform (Lu et al. 2022); p < 1 moves every lambda_i toward lambda_end: a
+        # longer first step and more calls at low noise, where modes separate and sharpen. Up to 6 calls, stopping at
+        # lambda = 2.5 and taking the last step to the clean sample at third order (`final_step_order`) beats spending
+        # a call closer to the data; with more calls, ending closer to the data pays (+0.15 per call, lambda_1 from
+        # about 18 calls on). Chosen by measurement on the exact mixtures of benchmarks/results/sampler_accuracy.md and
+        # on trained models (sampler_quality_trained*.md).
         T = self.config.num_train_timesteps
         log_sigmas = self._log_sigmas()
         lambda_start = -min(log_sigmas[-1], 0.5 * math.log(2.0**24))  # zero terminal SNR: abar floored at 2**-24
