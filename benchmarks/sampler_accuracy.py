@@ -141,11 +141,13 @@ def diffusers_configs():
     return configs
 
 
+PREVIOUS_DEFAULT = "Simple with polynomial final step (previous default)"
 SIMPLE_CONFIGS = {
     "Simple default": {},
     "Simple without analytic first step": {"analytic_first_step": False},
-    "Simple with first-order final step": {"final_step_order": 1},
-    "Simple previous default (last_lambda 3, first-order final step)": {"last_lambda": 3.0, "final_step_order": 1},
+    PREVIOUS_DEFAULT: {"final_step_type": "polynomial"},
+    "Simple with Gaussian final step": {"final_step_type": "gaussian"},
+    "Simple with first-order final step": {"final_step_type": "polynomial", "final_step_order": 1},
     "Simple unipc order 3": {"solver_order": 3},
     "Simple unipc last_lambda fixed at 2.5": {"last_lambda_growth": 0.0},
     "Simple unipc log-SNR-uniform": {"lambda_spacing_power": 1.0},
@@ -154,7 +156,7 @@ SIMPLE_CONFIGS = {
     "Simple calibrated": "calibrate",  # calibrate_timesteps on this mixture (other noise seeds), then the default
     "Simple calibrated + time shifts": "calibrate and shift",  # and calibrate_model_timesteps
 }
-TRACKED = ("Simple default", "Simple calibrated", "Simple calibrated + time shifts")
+TRACKED = ("Simple default", PREVIOUS_DEFAULT, "Simple calibrated", "Simple calibrated + time shifts")
 
 
 def describe(scheduler) -> str:
@@ -163,6 +165,7 @@ def describe(scheduler) -> str:
         return (f"unipc order {config.solver_order}, corrector={config.use_corrector}, warped log-SNR grid "
                 f"(last_lambda={config.last_lambda}, +{config.last_lambda_growth} per call above {config.last_lambda_growth_start}, "
                 f"lambda_spacing_power={config.lambda_spacing_power}), analytic_first_step={config.analytic_first_step}, "
+                f"final_step_type={config.final_step_type!r} (tolerance {config.final_step_tolerance}), "
                 f"final_step_order={config.final_step_order}")
     return f"{config.sampler}, {config.timestep_spacing} spacing"
 
@@ -341,8 +344,8 @@ def main():
                         for name, value in costs.items()) + "\n"
     for bench, (*_, (best, precise)) in results.items():
         draws = len(next(iter(precise.values())))
-        extra += (f"\n#### {bench}: the default, calibrated grids and the best Diffusers configuration over {draws} draws "
-                  f"(mean ± standard error of the mean)\n\n")
+        extra += (f"\n#### {bench}: the default, the previous default, calibrated grids and the best Diffusers configuration "
+                  f"over {draws} draws (mean ± standard error of the mean)\n\n")
         extra += markdown_table(headers, precision_rows(best, precise, args.calls)) + "\n"
     # the tables of the notes come before the main table in the .md: print them first, in the same order
     print("\n".join(line for line in extra.splitlines() if line.startswith("|")))
@@ -357,8 +360,8 @@ interpolate log sigma between train timesteps). Linear betas, 1000 train steps, 
 `diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points; each grid refined by 100 solves);
 "Simple calibrated + time shifts" refits each grid with per-call model timesteps (`calibrate_model_timesteps`, 400 solves),
 kept where a held-out batch of 2000 confirms them.
-Then the tables of the 64-D mixtures, the step costs, the default, the calibrated grids and the best Diffusers configuration
-per budget over {args.precision_repeats} draws for each mixture, and last the main table of {first} (floor {floor:.4g}; calibration {calibration_time:.0f} s). {machine_description(args.num_threads)};
+Then the tables of the 64-D mixtures, the step costs, the default, the previous default, the calibrated grids and the best
+Diffusers configuration per budget over {args.precision_repeats} draws for each mixture, and last the main table of {first} (floor {floor:.4g}; calibration {calibration_time:.0f} s). {machine_description(args.num_threads)};
 wall time {wall:.0f} s (`benchmarks/sampler_accuracy.py`).
 {extra}
 """

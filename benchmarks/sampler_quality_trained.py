@@ -112,7 +112,8 @@ def main():
     defaults = inspect.signature(SimpleScheduler.__init__).parameters
     unipc_defaults = {k: defaults[k].default for k in ("sampler", "solver_order", "use_corrector", "last_lambda",
                                                         "last_lambda_growth", "last_lambda_growth_start", "lambda_spacing_power",
-                                                        "analytic_first_step", "final_step_order")}
+                                                        "analytic_first_step", "final_step_order", "final_step_type",
+                                                        "final_step_tolerance")}
     config = dict(SimpleScheduler.from_config(pipe.scheduler.config, **unipc_defaults).config)
     config.update(calibrated_timesteps=None, calibrated_model_timesteps=None)
     calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))

@@ -38,6 +38,7 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "li
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 VARIANCE_TYPES = ("fixed_small", "fixed_large", None)  # None: what DPMSolverMultistepScheduler saves; = fixed_small
+FINAL_STEP_TYPES = ("auto", "gaussian", "polynomial")
 
 
 @dataclass
@@ -287,7 +288,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             Pipelines that start from a noised image rather than pure noise call `set_begin_index`, which skips that
             redo.
         final_step_order (`int`, defaults to 3):
-            For `"unipc"`: the order of the last step, from the last model call to the clean sample (`sigma = 0`).
+            For `"unipc"` with `final_step_type` `"polynomial"` (or `"auto"` where it falls back to it): the order of
+            the last step, from the last model call to the clean sample (`sigma = 0`).
             An exponential integrator can take that step only at first order (its log-SNR step is infinite), which
             returns the last x_0 prediction, as `final_step_order=1` does here and Diffusers' multistep schedulers do
             (`lower_order_final`); it shrinks a mode of width w toward its mean by w^2 / (w^2 + s_last^2). With k = 2
@@ -296,6 +298,21 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             the last k calls: the variable-step Adams-Bashforth step of iPNDM (Zhang & Chen 2023, DEIS; Zhou et al.
             2024). It starts from the sample of the last call, where the last prediction was made (not from its
             UniC correction).
+        final_step_type (`str`, defaults to `"auto"`):
+            For `"unipc"`: how the last step to the clean sample is taken. `"polynomial"`: the step of
+            `final_step_order`. `"gaussian"`: the ODE solved in closed form as if each sample sat in an isotropic
+            Gaussian mode N(mu, w^2 I). There y - mu grows like a = sqrt(w^2 + s^2) along the path and eps = s (y -
+            mu) / a^2, so y_0 = y_last - s_last eps_last a_last / (a_last + w) (the flow of a Gaussian score, as in
+            Wang & Vastola 2024, "The Unreasonable Effectiveness of Gaussian Score Approximation for Diffusion Models",
+            https://huggingface.co/papers/2311.10892), with each sample's width w read off its last two calls (|eps|
+            / s falls like 1 / a). It keeps sharp modes at their width where the polynomial step pulls them toward
+            their means, but image data are not locally isotropic, and there it is worse. `"auto"`: per sample, the
+            Gaussian step where the width fitted to the last two calls also predicts the change of |eps| / s between
+            the two calls before to within `final_step_tolerance`, the polynomial step elsewhere (and with fewer than
+            3 calls).
+        final_step_tolerance (`float`, defaults to 0.01):
+            For `final_step_type="auto"`: the relative error, in log(|eps| / s) ratio, of that prediction below which a
+            sample is taken as sitting in an isotropic Gaussian mode.
         calibrated_timesteps (`dict[str, list[float]]`, *optional*):
             Per-model grids for the ODE samplers, `{"N": [N strictly decreasing timesteps]}`, used by
             `set_timesteps(N)`; made by `diffusers_simple_training.calibrate` (`diffusers-simple-calibrate`).
@@ -345,6 +362,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         analytic_first_step: bool = True,
         final_step_order: int = 3,
         calibrated_model_timesteps: dict[str, list[float]] | None = None,
+        final_step_type: str = "auto",
+        final_step_tolerance: float = 0.01,
     ):
         _check_choice("sampler", sampler, SAMPLERS)
         _check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
@@ -353,10 +372,11 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         _check_choice("variance_type", variance_type, VARIANCE_TYPES)
         _check_choice("solver_order", solver_order, (1, 2, 3))
         _check_choice("final_step_order", final_step_order, (1, 2, 3))
+        _check_choice("final_step_type", final_step_type, FINAL_STEP_TYPES)
         _check_eta(eta)
         for name, value in [("beta_start", beta_start), ("beta_end", beta_end), ("clip_sample_range", clip_sample_range),
                             ("last_lambda", last_lambda), ("last_lambda_growth", last_lambda_growth),
-                            ("lambda_spacing_power", lambda_spacing_power),
+                            ("lambda_spacing_power", lambda_spacing_power), ("final_step_tolerance", final_step_tolerance),
                             ("dynamic_thresholding_ratio", dynamic_thresholding_ratio),
                             ("sample_max_value", sample_max_value)]:
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
@@ -365,6 +385,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"num_train_timesteps={num_train_timesteps!r} must be a positive integer.")
         if not isinstance(analytic_first_step, bool):
             raise ValueError(f"analytic_first_step={analytic_first_step!r} must be True or False.")
+        if final_step_tolerance < 0:
+            raise ValueError(f"final_step_tolerance={final_step_tolerance!r} must be >= 0 (0: always the polynomial step).")
         if lambda_spacing_power <= 0:
             raise ValueError(f"lambda_spacing_power={lambda_spacing_power!r} must be > 0 (1 = log-SNR-uniform).")
         if isinstance(last_lambda_growth_start, bool) or not isinstance(last_lambda_growth_start, int) or last_lambda_growth_start < 1:
@@ -606,7 +628,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self.model_outputs = []
         self._step_index = None
         self._last_sample, self._last_order = None, None
-        self._final_history = []  # (s = sigma / alpha, eps) of the last `final_step_order` calls, for the last step
+        self._final_history = []  # (s = sigma / alpha, eps) of the last calls, for the last step (`final_step_type`)
 
     def _log_sigmas(self) -> np.ndarray:
         # log of the VE noise level sigma_t = sqrt((1 - abar_t) / abar_t), increasing in t (inf at zero SNR)
@@ -970,12 +992,12 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             # UniC: with the model output at the new point, redo the last step one order higher (no extra model call)
             x_t = self._unipc_update(self._last_sample, index - 1, self._last_order, new_x0=x0)
         self.model_outputs = [*self.model_outputs, x0][-self.config.solver_order :]
-        k = self.config.final_step_order
-        if k > 1 and self._sigmas[-1] == 0 and index >= n - k:  # one of the calls a higher-order last step uses
+        k = {"polynomial": self.config.final_step_order, "gaussian": 2, "auto": 3}[self.config.final_step_type]
+        if k > 1 and self._sigmas[-1] == 0 and index >= n - k:  # one of the calls the last step uses
             alpha, sigma = float(self._alphas[index]), float(self._sigmas[index])
             self._final_history.append((sigma / alpha, (x_t_called - alpha * x0) / sigma))
         if self._sigmas[index + 1] == 0:
-            # The last call: no model call at t = 0; see `final_step_order`
+            # The last call: no model call at t = 0; see `final_step_type`
             self._last_sample = None
             return self._final_step(x_t_called / float(self._alphas[index]), x0)
         # UniP, order at most the number of x_0 known and the calls left (lower order at the end, as UniPC's)
@@ -984,13 +1006,49 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         return self._unipc_update(x_t, index, order)
 
     def _final_step(self, y: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        # y = x / alpha at the last call; see `final_step_type`
+        history, kind = self._final_history, self.config.final_step_type
+        if len(history) <= 1:
+            return x0  # y_last - s_last eps_last, exactly
+        if kind == "gaussian":
+            return self._gaussian_final_step(y)[0]
+        polynomial = self._polynomial_final_step(y, x0, history[-self.config.final_step_order :])
+        if kind == "polynomial" or len(history) < 3:
+            return polynomial
+        gaussian, consistent = self._gaussian_final_step(y)
+        return torch.where(consistent, gaussian, polynomial)
+
+    def _gaussian_final_step(self, y: torch.Tensor):
+        # y_0 of an isotropic Gaussian mode N(mu, w^2 I): y - mu grows like a = sqrt(w^2 + s^2) along the ODE and eps = s
+        # (y - mu) / a^2, so y_0 = mu + (y_last - mu) w / a = y_last - s_last eps_last a / (a + w). Per sample, the rate
+        # r = |eps|^2 / s^2 = |y - mu|^2 / a^4 ~ 1 / a^2 between the last two calls (s_1 > s_2) gives r_2 / r_1 =
+        # (w^2 + s_1^2) / (w^2 + s_2^2), hence a_2^2 = (s_1^2 - s_2^2) / (r_2 / r_1 - 1), q = s_2^2 / a_2^2 in [0, 1]
+        # and a / (a + w) = 1 / (1 + sqrt(1 - q)). Also returns, per sample, whether that width predicts the ratio
+        # r_1 / r_0 of the call before, (w^2 + s_0^2) / (w^2 + s_1^2), to within `final_step_tolerance` in log.
+        dims = tuple(range(1, y.ndim))
+        tiny = torch.finfo(torch.float64).tiny
+        rates = [(eps.double().square().sum(dims, keepdim=True) / s**2).clamp_min(tiny) for s, eps in self._final_history[-3:]]
+        (s_1, _), (s_2, eps_2) = self._final_history[-2:]
+        growth = rates[-1] / rates[-2]
+        spread_squared = (s_1**2 - s_2**2) / (growth - 1)  # a_2^2; <= 0 or inf where |eps| / s did not grow
+        q = (s_2**2 / spread_squared).clamp(0.0, 1.0)
+        gaussian = y - (s_2 / (1 + (1 - q).sqrt())).to(y.dtype) * eps_2
+        if len(rates) < 3:
+            return gaussian, None
+        s_0 = self._final_history[-3][0]
+        width_squared = (spread_squared - s_2**2).clamp_min(0.0)
+        predicted = ((width_squared + s_0**2) / (width_squared + s_1**2)).log()
+        mismatch = ((rates[-2] / rates[-3]).log() - predicted).abs() / predicted
+        return gaussian, (growth > 1) & (mismatch < self.config.final_step_tolerance)
+
+    def _polynomial_final_step(self, y: torch.Tensor, x0: torch.Tensor, history) -> torch.Tensor:
         # y_0 = y_last - int_0^{s_last} P(s) ds, P the polynomial through the (s_j, eps_j) of the last k calls (k = 1:
         # y_last - s_last eps_last, which is the x_0 prediction); int_0^{s_last} of P's Lagrange basis, exactly
-        if len(self._final_history) <= 1:
+        if len(history) <= 1:
             return x0  # y_last - s_last eps_last, exactly
-        nodes = np.array([s for s, _ in self._final_history], dtype=np.float64)
+        nodes = np.array([s for s, _ in history], dtype=np.float64)
         out = y
-        for j, (s_j, eps_j) in enumerate(self._final_history):
+        for j, (s_j, eps_j) in enumerate(history):
             basis = np.poly1d([1.0])
             for other in np.delete(nodes, j):
                 basis = basis * np.poly1d([1.0, -other]) / (s_j - other)

@@ -67,8 +67,9 @@ def test_calibration_is_deterministic_and_fits_the_scheduler():
 
 # The last two: the grid and first-order final step of the default before final_step_order (where the numbers in the
 # comments below were measured), with and without the analytic first step
-@pytest.mark.parametrize("config", [{}, dict(last_lambda=3.0, final_step_order=1),
-                                    dict(last_lambda=3.0, final_step_order=1, analytic_first_step=False)])
+@pytest.mark.parametrize("config", [{}, dict(last_lambda=3.0, final_step_type="polynomial", final_step_order=1),
+                                    dict(last_lambda=3.0, final_step_type="polynomial", final_step_order=1,
+                                         analytic_first_step=False)])
 def test_calibrated_grid_is_at_least_as_accurate_as_the_default_on_its_batches(config):
     scheduler = SimpleScheduler(**config)
     model = mixture_model(scheduler)

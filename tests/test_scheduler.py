@@ -532,6 +532,9 @@ def test_own_save_and_load(tmp_path):
         (dict(variance_type="learned_range"), ["'learned_range'", "'fixed_small'", "'fixed_large'"]),
         (dict(solver_order=4), ["solver_order=4", "1, 2, 3"]),
         (dict(final_step_order=4), ["final_step_order=4", "1, 2, 3"]),
+        (dict(final_step_type="exact"), ["final_step_type='exact'", "'auto'", "'gaussian'", "'polynomial'"]),
+        (dict(final_step_tolerance=-0.1), ["final_step_tolerance=-0.1", ">= 0"]),
+        (dict(final_step_tolerance=float("nan")), ["final_step_tolerance=nan", "finite"]),
         (dict(solver_order=0), ["solver_order=0", "1, 2, 3"]),
         (dict(eta=1.5), ["eta=1.5", "0 <= eta <= 1"]),
         (dict(trained_betas=[0.1, 0.2], num_train_timesteps=3), ["2 values", "num_train_timesteps=3"]),
@@ -685,7 +688,7 @@ def test_unipc_never_calls_the_model_at_t0(config):
         assert scheduler.analytic_first_step_active == expect_analytic, n
         assert (timesteps[0] < 999) if expect_analytic else (timesteps[0] == 999), (n, timesteps[0])
     # the last step lands on the clean sample; at first order that is the x_0 prediction of the last call
-    first_order = SimpleScheduler(**config, final_step_order=1)
+    first_order = SimpleScheduler(**config, final_step_type="polynomial", final_step_order=1)
     first_order.set_timesteps(4)
     outputs = denoise(first_order)
     torch.testing.assert_close(outputs[-1].prev_sample, outputs[-1].pred_original_sample, rtol=0, atol=0)
@@ -750,7 +753,7 @@ def test_analytic_first_step_lands_on_the_exact_ode_solution_of_a_gaussian():
 
 @pytest.mark.parametrize("n", [5, 8])
 def test_final_step_integrates_the_noise_prediction_over_sigma_exactly_for_quadratics(n):
-    # The last step (final_step_order=3) is y_0 = y_last - int_0^{s_last} eps ds in y = x / alpha, s = sigma / alpha,
+    # The polynomial last step (final_step_order=3) is y_0 = y_last - int_0^{s_last} eps ds in y = x / alpha, s = sigma / alpha,
     # with eps the polynomial through the last 3 predictions: exact when those are eps(s) = a + b s + c s^2. A model
     # that returns that (and 0 before the last 3 calls) makes the last increment y_0 - y_last = -(a s + b s^2 / 2 +
     # c s^3 / 3) at s = s_last.
@@ -758,8 +761,8 @@ def test_final_step_integrates_the_noise_prediction_over_sigma_exactly_for_quadr
     a, b, c = (torch.randn(2, 3, 8, 8, generator=generator) for _ in range(3))
     c = 5 * c  # so that the quadratic term matters at the small s of the last calls
 
-    def last_increment(final_step_order):
-        scheduler = SimpleScheduler(final_step_order=final_step_order)
+    def last_increment(final_step_order, final_step_type="polynomial"):
+        scheduler = SimpleScheduler(final_step_order=final_step_order, final_step_type=final_step_type)
         scheduler.set_timesteps(n)
         x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * scheduler.init_noise_sigma
         for i, t in enumerate(scheduler.timesteps):
@@ -780,6 +783,56 @@ def test_final_step_integrates_the_noise_prediction_over_sigma_exactly_for_quadr
     # the first- and second-order steps miss the c s^2 term (5 s_last^2 = 0.034): measured 2.6e-3 to 1.5e-2
     for lower in (1, 2):
         assert (last_increment(lower)[0] - exact).abs().max() > 2e-3, lower
+    # predictions that no Gaussian mode explains (no isotropic width fits the last 3 calls: measured mismatch 0.06 to
+    # 0.78 against the tolerance 0.01): "auto" takes the polynomial step
+    torch.testing.assert_close(last_increment(3, "auto")[0], increment, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("n", [3, 5, 8])
+def test_gaussian_final_step_is_the_exact_flow_of_isotropic_gaussian_modes(n):
+    # Each sample i sits in its own mode N(mu_i, w_i^2 I). In y = x / alpha, s = sigma / alpha, the ODE's path from
+    # noise z_i is y(s) = mu_i + z_i sqrt(w_i^2 + s^2), with eps(y, s) = s (y - mu_i) / (w_i^2 + s^2), and it ends at
+    # y(0) = mu_i + w_i z_i. Fed exact samples and predictions at every call, the Gaussian last step must land there,
+    # from a point mass (the x_0 prediction) to a mode far wider than s_last (0.082 at 5 calls). "auto" must find these
+    # samples consistent with a Gaussian mode and agree, except the widest (w = 5), where |eps| / s barely changes over
+    # the last calls and it takes the polynomial step (nearly exact there too: eps = s z / w is nearly linear in s).
+    generator = torch.Generator().manual_seed(0)
+    widths = torch.tensor([0.0, 0.01, 0.05, 0.2, 1.0, 5.0]).view(-1, 1, 1, 1)
+    mu, z = torch.randn(6, 3, 4, 4, generator=generator), torch.randn(6, 3, 4, 4, generator=generator)
+
+    def last_step(**config):
+        scheduler = SimpleScheduler(**config)
+        scheduler.set_timesteps(n)
+        for t in scheduler.timesteps:
+            abar = abar_at(scheduler.alphas_cumprod, t).double()
+            s = float(((1 - abar) / abar).sqrt())
+            spread = (widths.double() ** 2 + s**2).sqrt()
+            x = (abar.sqrt() * (mu + z * spread)).float()
+            out = scheduler.step((s * z / spread).float(), t, x)
+        return out.prev_sample
+
+    exact, polynomial = mu + widths * z, last_step(final_step_type="polynomial")
+    gaussian, auto = last_step(final_step_type="gaussian"), last_step()
+    # atol: |y| <= 18, float32 ulp 1.9e-6; the step rounds x = alpha y, eps, y = x / alpha and the update once each
+    # (measured <= 1.2e-6)
+    torch.testing.assert_close(gaussian[1:], exact[1:], rtol=0, atol=2e-5)
+    torch.testing.assert_close(auto[1:5], exact[1:5], rtol=0, atol=2e-5)
+    torch.testing.assert_close(auto[5:], polynomial[5:], rtol=0, atol=0)
+    # The point mass: the width comes from a ratio of float32 norms (relative rounding ~2.4e-7 = dq), and at w = 0 the
+    # factor 1 / (1 + sqrt(1 - q)) turns dq into sqrt(dq) = 5e-4 of s_last |eps| <= 0.14 * 3.5 (measured <= 1.7e-4)
+    torch.testing.assert_close(gaussian[:1], exact[:1], rtol=0, atol=4e-4)
+    torch.testing.assert_close(auto[:1], exact[:1], rtol=0, atol=4e-4)
+    # the polynomial step through the last calls misses the sharp modes: measured 0.04 to 0.09
+    assert (polynomial - exact)[1:4].abs().max() > 0.02
+
+
+@pytest.mark.parametrize("final_step_type", ["auto", "gaussian"])
+def test_gaussian_final_step_after_one_call_is_the_x0_prediction(final_step_type):
+    scheduler = SimpleScheduler(final_step_type=final_step_type)
+    scheduler.set_timesteps(1)
+    sample = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * scheduler.init_noise_sigma
+    out = scheduler.step(torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)), scheduler.timesteps[0], sample)
+    torch.testing.assert_close(out.prev_sample, out.pred_original_sample, rtol=0, atol=0)
 
 
 def test_unipc_last_call_moves_toward_the_data_above_6_calls():
@@ -807,7 +860,8 @@ def test_unipc_last_call_moves_toward_the_data_above_6_calls():
 
 
 def test_unipc_without_corrector_and_order_1_is_ddim_on_the_same_grid():
-    unipc = SimpleScheduler(solver_order=1, use_corrector=False, analytic_first_step=False, final_step_order=1)
+    unipc = SimpleScheduler(solver_order=1, use_corrector=False, analytic_first_step=False, final_step_type="polynomial",
+                            final_step_order=1)
     unipc.set_timesteps(6)
     dpm = SimpleScheduler(sampler="dpmsolver++", solver_order=1)
     dpm.set_timesteps(timesteps=unipc.timesteps.tolist())
@@ -819,7 +873,7 @@ def test_unipc_matches_diffusers_unipc_on_integer_timesteps(solver_order):
     # UniPC bh2 with UniC (data prediction) against Diffusers' UniPCMultistepScheduler on its integer timesteps
     ref = UniPCMultistepScheduler(solver_order=solver_order, timestep_spacing="trailing", final_sigmas_type="zero")
     ref.set_timesteps(8)
-    ours = SimpleScheduler(solver_order=solver_order, final_step_order=1)  # Diffusers' lower_order_final
+    ours = SimpleScheduler(solver_order=solver_order, final_step_type="polynomial", final_step_order=1)  # lower_order_final
     ours.set_timesteps(timesteps=ref.timesteps.tolist())
     assert_same_trajectory(denoise(ours), denoise(ref))
 
