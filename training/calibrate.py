@@ -19,7 +19,7 @@ Regularity of ODE-based Diffusion Sampling", https://huggingface.co/papers/2405.
    redone with D_j, as `SimpleScheduler` does) costs the distance of its result to x_j.
 4. Of these grids and the default one, the grid with which the sampler itself lands closest to the reference samples
    is kept (the step costs model first-order steps; the sampler, and its last step to the clean sample with the
-   scheduler's `final_step_order`, are of higher order).
+   scheduler's `final_step_type`, are of higher order).
 5. That grid is refined by minimising the sampler's own distance to the reference samples over its N timesteps
    directly, as LD3 does (Tong et al. 2025, "Learning to Discretize Denoising Diffusion ODEs",
    https://huggingface.co/papers/2405.15506), but derivative-free, so the model is only called, never
