@@ -275,8 +275,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             For `"unipc"`: the number of model calls above which `last_lambda_growth` applies.
         lambda_spacing_power (`float`, defaults to 0.6):
             For `"unipc"`: lambda_i = lambda_{T-1} + (last_lambda - lambda_{T-1}) (i / m)^p, i = 0..m (m = n, or
-            n - 1 without `analytic_first_step`); 1 is log-SNR-uniform, smaller values take a longer first step and spend
-            more calls at low noise.
+            n - 1 without `analytic_first_step`); 1 is log-SNR-uniform, smaller values take a longer first step and
+            spend more calls at low noise.
         analytic_first_step (`bool`, defaults to `True`):
             For `"unipc"` grids made by `set_timesteps(num_inference_steps)` (the warped log-SNR grid, or a calibrated
             grid that starts below `T - 1`): no model call at `t = T - 1`. There the noise prediction is the noise
@@ -376,7 +376,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         _check_eta(eta)
         for name, value in [("beta_start", beta_start), ("beta_end", beta_end), ("clip_sample_range", clip_sample_range),
                             ("last_lambda", last_lambda), ("last_lambda_growth", last_lambda_growth),
-                            ("lambda_spacing_power", lambda_spacing_power), ("final_step_tolerance", final_step_tolerance),
+                            ("lambda_spacing_power", lambda_spacing_power),
+                            ("final_step_tolerance", final_step_tolerance),
                             ("dynamic_thresholding_ratio", dynamic_thresholding_ratio),
                             ("sample_max_value", sample_max_value)]:
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
@@ -386,7 +387,9 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         if not isinstance(analytic_first_step, bool):
             raise ValueError(f"analytic_first_step={analytic_first_step!r} must be True or False.")
         if final_step_tolerance < 0:
-            raise ValueError(f"final_step_tolerance={final_step_tolerance!r} must be >= 0 (0: always the polynomial step).")
+            raise ValueError(
+                f"final_step_tolerance={final_step_tolerance!r} must be >= 0 (0: always the polynomial step)."
+            )
         if lambda_spacing_power <= 0:
             raise ValueError(f"lambda_spacing_power={lambda_spacing_power!r} must be > 0 (1 = log-SNR-uniform).")
         if isinstance(last_lambda_growth_start, bool) or not isinstance(last_lambda_growth_start, int) or last_lambda_growth_start < 1:
@@ -1019,15 +1022,16 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         return torch.where(consistent, gaussian, polynomial)
 
     def _gaussian_final_step(self, y: torch.Tensor):
-        # y_0 of an isotropic Gaussian mode N(mu, w^2 I): y - mu grows like a = sqrt(w^2 + s^2) along the ODE and eps = s
-        # (y - mu) / a^2, so y_0 = mu + (y_last - mu) w / a = y_last - s_last eps_last a / (a + w). Per sample, the rate
+        # y_0 of an isotropic Gaussian mode N(mu, w^2 I): y - mu grows like a = sqrt(w^2 + s^2) along the ODE and
+        # eps = s (y - mu) / a^2, so y_0 = mu + (y_last - mu) w / a = y_last - s_last eps_last a / (a + w). Per sample, the rate
         # r = |eps|^2 / s^2 = |y - mu|^2 / a^4 ~ 1 / a^2 between the last two calls (s_1 > s_2) gives r_2 / r_1 =
         # (w^2 + s_1^2) / (w^2 + s_2^2), hence a_2^2 = (s_1^2 - s_2^2) / (r_2 / r_1 - 1), q = s_2^2 / a_2^2 in [0, 1]
         # and a / (a + w) = 1 / (1 + sqrt(1 - q)). Also returns, per sample, whether that width predicts the ratio
         # r_1 / r_0 of the call before, (w^2 + s_0^2) / (w^2 + s_1^2), to within `final_step_tolerance` in log.
         dims = tuple(range(1, y.ndim))
         tiny = torch.finfo(torch.float64).tiny
-        rates = [(eps.double().square().sum(dims, keepdim=True) / s**2).clamp_min(tiny) for s, eps in self._final_history[-3:]]
+        history = self._final_history[-3:]
+        rates = [(eps.double().square().sum(dims, keepdim=True) / s**2).clamp_min(tiny) for s, eps in history]
         (s_1, _), (s_2, eps_2) = self._final_history[-2:]
         growth = rates[-1] / rates[-2]
         spread_squared = (s_1**2 - s_2**2) / (growth - 1)  # a_2^2; <= 0 or inf where |eps| / s did not grow
