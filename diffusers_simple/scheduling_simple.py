@@ -1023,11 +1023,12 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
 
     def _gaussian_final_step(self, y: torch.Tensor):
         # y_0 of an isotropic Gaussian mode N(mu, w^2 I): y - mu grows like a = sqrt(w^2 + s^2) along the ODE and
-        # eps = s (y - mu) / a^2, so y_0 = mu + (y_last - mu) w / a = y_last - s_last eps_last a / (a + w). Per sample, the rate
-        # r = |eps|^2 / s^2 = |y - mu|^2 / a^4 ~ 1 / a^2 between the last two calls (s_1 > s_2) gives r_2 / r_1 =
-        # (w^2 + s_1^2) / (w^2 + s_2^2), hence a_2^2 = (s_1^2 - s_2^2) / (r_2 / r_1 - 1), q = s_2^2 / a_2^2 in [0, 1]
-        # and a / (a + w) = 1 / (1 + sqrt(1 - q)). Also returns, per sample, whether that width predicts the ratio
-        # r_1 / r_0 of the call before, (w^2 + s_0^2) / (w^2 + s_1^2), to within `final_step_tolerance` in log.
+        # eps = s (y - mu) / a^2, so y_0 = mu + (y_last - mu) w / a = y_last - s_last eps_last a / (a + w). Per sample,
+        # the rate r = |eps|^2 / s^2 = |y - mu|^2 / a^4 ~ 1 / a^2 between the last two calls (s_1 > s_2) gives
+        # r_2 / r_1 = (w^2 + s_1^2) / (w^2 + s_2^2), hence a_2^2 = (s_1^2 - s_2^2) / (r_2 / r_1 - 1),
+        # q = s_2^2 / a_2^2 in [0, 1] and a / (a + w) = 1 / (1 + sqrt(1 - q)). Also returns, per sample, whether that
+        # width predicts the ratio r_1 / r_0 of the call before, (w^2 + s_0^2) / (w^2 + s_1^2), to within
+        # `final_step_tolerance` in log.
         dims = tuple(range(1, y.ndim))
         tiny = torch.finfo(torch.float64).tiny
         history = self._final_history[-3:]
