@@ -1033,14 +1033,14 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         tiny = torch.finfo(torch.float64).tiny
         history = self._final_history[-3:]
         rates = [(eps.double().square().sum(dims, keepdim=True) / s**2).clamp_min(tiny) for s, eps in history]
-        (s_1, _), (s_2, eps_2) = self._final_history[-2:]
+        (s_1, _), (s_2, eps_2) = history[-2:]
         growth = rates[-1] / rates[-2]
         spread_squared = (s_1**2 - s_2**2) / (growth - 1)  # a_2^2; <= 0 or inf where |eps| / s did not grow
         q = (s_2**2 / spread_squared).clamp(0.0, 1.0)
         gaussian = y - (s_2 / (1 + (1 - q).sqrt())).to(y.dtype) * eps_2
-        if len(rates) < 3:
+        if len(history) < 3:
             return gaussian, None
-        s_0 = self._final_history[-3][0]
+        s_0 = history[0][0]
         width_squared = (spread_squared - s_2**2).clamp_min(0.0)
         predicted = ((width_squared + s_0**2) / (width_squared + s_1**2)).log()
         mismatch = ((rates[-2] / rates[-3]).log() - predicted).abs() / predicted
