@@ -217,3 +217,26 @@ def test_console_script_calibrates_a_saved_pipeline(tmp_path):
     assert image.shape[0] == 1
     again = calibrate_pipeline(pipe, [2], batch_size=2, num_batches=1, fine_steps=12)
     assert again == {"2": grids["2"]}  # deterministic
+
+
+def test_pipeline_calibration_solves_with_the_polynomial_last_step():
+    """calibrate_pipeline fits grids with the polynomial last step and keeps the scheduler's own for sampling; on this
+    random model no sample takes the Gaussian step of "auto", so the contrast is with "gaussian"."""
+    from diffusers_simple_training.calibrate import _pipeline_model
+
+    pipe = random_pipeline(SimpleScheduler(final_step_type="gaussian"))
+    model, shape = _pipeline_model(pipe, batch_size=2)
+    kwargs = dict(sample_shape=shape, num_batches=1, seed=0, fine_steps=12, refine_evaluations=30)
+    polynomial = calibrate_timesteps(model, SimpleScheduler(final_step_type="polynomial"), [3], **kwargs)
+    gaussian = calibrate_timesteps(model, SimpleScheduler(final_step_type="gaussian"), [3], **kwargs)
+    assert polynomial != gaussian  # the two last steps fit different grids here, so the comparisons below can fail
+
+    grids = calibrate_pipeline(pipe, [3], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=30)
+    assert grids == polynomial
+    assert pipe.scheduler.config.final_step_type == "gaussian"  # sampling keeps the scheduler's own last step
+    assert pipe.scheduler.config.calibrated_timesteps == polynomial
+    own = random_pipeline(SimpleScheduler(final_step_type="gaussian"))
+    assert calibrate_pipeline(own, [3], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=30,
+                              final_step_type=None) == gaussian
+    with pytest.raises(ValueError, match="final_step_type='linear' is not one of"):
+        calibrate_pipeline(own, [3], final_step_type="linear")
