@@ -357,7 +357,7 @@ good as exact sampling. Columns are model calls (Heun: 2 per step but the last; 
 cannot make exactly that many). Exact noise predictor E[eps | x_t] of Gaussian mixtures (fractional timesteps
 interpolate log sigma between train timesteps). Linear betas, 1000 train steps, no clipping. "Simple default" is
 `SimpleScheduler()`: {describe(SimpleScheduler())}; "Simple calibrated" adds grids from
-`diffusers_simple_training.calibrate.calibrate_timesteps` on 2000 other noise draws (fine grid of 120 points; each grid refined by 100 solves);
+`diffusers_simple_training.calibrate.calibrate_timesteps` (solving with the default's `"auto"` last step) on 2000 other noise draws (fine grid of 120 points; each grid refined by 100 solves);
 "Simple calibrated + time shifts" refits each grid with per-call model timesteps (`calibrate_model_timesteps`, 400 solves),
 kept where a held-out batch of 2000 confirms them.
 Then the tables of the 64-D mixtures, the step costs, the default, the previous default, the calibrated grids and the best
