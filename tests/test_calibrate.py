@@ -220,8 +220,9 @@ def test_console_script_calibrates_a_saved_pipeline(tmp_path):
 
 
 def test_pipeline_calibration_solves_with_the_polynomial_last_step():
-    """calibrate_pipeline fits grids with the polynomial last step and keeps the scheduler's own for sampling; on this
-    random model no sample takes the Gaussian step of "auto", so the contrast is with "gaussian"."""
+    """calibrate_pipeline fits grids with the polynomial last step and sets the scheduler's to it, so that they are
+    sampled with the step they were fitted with; on this random model no sample takes the Gaussian step of "auto", so
+    the contrast is with "gaussian"."""
     from diffusers_simple_training.calibrate import _pipeline_model
 
     pipe = random_pipeline(SimpleScheduler(final_step_type="gaussian"))
@@ -233,10 +234,11 @@ def test_pipeline_calibration_solves_with_the_polynomial_last_step():
 
     grids = calibrate_pipeline(pipe, [3], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=30)
     assert grids == polynomial
-    assert pipe.scheduler.config.final_step_type == "gaussian"  # sampling keeps the scheduler's own last step
+    assert pipe.scheduler.config.final_step_type == "polynomial"  # sampled with the step it was fitted with
     assert pipe.scheduler.config.calibrated_timesteps == polynomial
     own = random_pipeline(SimpleScheduler(final_step_type="gaussian"))
     assert calibrate_pipeline(own, [3], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=30,
                               final_step_type=None) == gaussian
+    assert own.scheduler.config.final_step_type == "gaussian"
     with pytest.raises(ValueError, match="final_step_type='linear' is not one of"):
         calibrate_pipeline(own, [3], final_step_type="linear")

@@ -36,12 +36,15 @@ Regularity of ODE-based Diffusion Sampling", https://huggingface.co/papers/2405.
    the floor (`benchmarks/sampler_accuracy.py`); on the digits model they did not lower the Frechet distance.
 
 7. `calibrate_pipeline` and `shift_pipeline` (the console script, and the training script's calibration at export)
-   solve with the polynomial last step by default, whatever the scheduler's `final_step_type`; the scheduler keeps
-   its own for sampling. On the digits model, grids fitted with the `"auto"` last step land closer to the reference
-   samples per sample, also on held-out batches, but are further in Frechet distance from 1000-step DDPM samples at 3-5
-   calls (16.7 / 13.6 / 12.7 against 14.1 / 11.2 / 11.1, both sampled with `"auto"`; the same gap at four noise
-   seeds). On the exact mixtures of `benchmarks/sampler_accuracy.py`, which call `calibrate_timesteps` with the
-   scheduler as it is, the `"auto"` last step fits the better grids (64-D, 5 calls: 1.49x the floor against 1.65x).
+   fit the grids with the polynomial last step by default, and set the scheduler's `final_step_type` to it, so that
+   a grid is sampled with the last step it was fitted with. On the digits model, grids fitted with the `"auto"` last
+   step land closer to the reference samples per sample, also on held-out batches, but are further in Frechet
+   distance from 1000-step DDPM samples at 3-5 calls (16.7 / 13.6 / 12.7 against 14.1 / 11.2 / 11.1; the same gap at
+   four noise seeds). A grid fitted with one last step and sampled with the other can be far off: the Fashion-MNIST
+   model's polynomial-fitted 4-call grid, [867, 648, 454, 294], gives 20.2 with the polynomial step and 47.5 with
+   `"auto"`, whose Gaussian step some samples take from t = 294. On the exact mixtures of
+   `benchmarks/sampler_accuracy.py`, which call `calibrate_timesteps` with the scheduler as it is, the `"auto"` last
+   step fits the better grids (64-D, 5 calls: 1.49x the floor against 1.65x).
 
 The grids are stored as `calibrated_timesteps` in the scheduler config ({"N": [N timesteps]}), the model timesteps
 as `calibrated_model_timesteps`, so a checkpoint carries them and `pipe(num_inference_steps=N)` uses them.
@@ -351,7 +354,8 @@ def _pipeline_model(pipeline, batch_size: int = 16, seed: int = 0):
 
 
 def _calibration_scheduler(scheduler: SimpleScheduler, final_step_type: str | None) -> SimpleScheduler:
-    """`scheduler` with the last step `final_step_type` (`None`: its own), what the calibration solves with."""
+    """`scheduler` with the last step `final_step_type` (`None`: its own): what the calibration solves with, and the
+    calibrated scheduler samples with."""
     if final_step_type is not None and final_step_type not in FINAL_STEP_TYPES:
         raise ValueError(f"final_step_type={final_step_type!r} is not one of {FINAL_STEP_TYPES} or None.")
     if final_step_type is None or final_step_type == scheduler.config.final_step_type:
@@ -378,9 +382,9 @@ def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, n
             ([`calibrate_model_timesteps`]), stored as `calibrated_model_timesteps` where a held-out batch confirms
             them.
         final_step_type (`str`, *optional*, defaults to `"polynomial"`):
-            The last step of the calibration's solves, one of `"auto"`, `"gaussian"`, `"polynomial"`, or `None` for
-            the scheduler's own; the stored scheduler keeps its own `final_step_type` for sampling (step 7 of the
-            module docstring).
+            The last step the grids are fitted with, one of `"auto"`, `"gaussian"`, `"polynomial"`, and which the
+            calibrated scheduler then samples with (it replaces the scheduler's own `final_step_type`); `None` keeps
+            the scheduler's own (step 7 of the module docstring).
 
     Returns:
         `dict[str, list[float]]`: the new grids.
@@ -392,7 +396,7 @@ def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, n
                                 refine_evaluations)
     model_timesteps = {k: v for k, v in (scheduler.config.calibrated_model_timesteps or {}).items() if k not in grids}
     merged = {**(scheduler.config.calibrated_timesteps or {}), **grids}
-    pipeline.scheduler = SimpleScheduler.from_config(scheduler.config, calibrated_timesteps=merged,
+    pipeline.scheduler = SimpleScheduler.from_config(solver.config, calibrated_timesteps=merged,
                                                      calibrated_model_timesteps=model_timesteps or None)
     if shift_evaluations:
         grids.update(shift_pipeline(pipeline, grids, batch_size, num_batches, seed, fine_steps, shift_evaluations,
@@ -428,14 +432,14 @@ def shift_pipeline(pipeline, budgets: Iterable[int | str], batch_size: int = 16,
             f"shift_pipeline needs a calibrated grid for each budget; {missing} have none (the scheduler has grids for "
             f"{sorted(grids, key=int)}). Calibrate them first with `calibrate_pipeline`."
         )
-    to_shift = SimpleScheduler.from_config(_calibration_scheduler(scheduler, final_step_type).config,
-                                           calibrated_timesteps={n: grids[n] for n in budgets},
+    solver = _calibration_scheduler(scheduler, final_step_type)
+    to_shift = SimpleScheduler.from_config(solver.config, calibrated_timesteps={n: grids[n] for n in budgets},
                                            calibrated_model_timesteps=None)
     model, shape = _pipeline_model(pipeline, batch_size, seed)
     shifted = calibrate_model_timesteps(model, to_shift, shape, num_batches, seed, fine_steps, pipeline.unet.device,
                                         evaluations)
     pipeline.scheduler = SimpleScheduler.from_config(
-        scheduler.config, calibrated_timesteps={**grids, **shifted["calibrated_timesteps"]},
+        solver.config, calibrated_timesteps={**grids, **shifted["calibrated_timesteps"]},
         calibrated_model_timesteps={**(scheduler.config.calibrated_model_timesteps or {}),
                                     **shifted["calibrated_model_timesteps"]} or None)
     return shifted["calibrated_timesteps"]
@@ -458,8 +462,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="N-call solves per batch that fit calibrated time shifts with each grid, kept where a "
                         "held-out batch confirms them (0: no shifts).")
     parser.add_argument("--final_step_type", choices=[*FINAL_STEP_TYPES, "scheduler"], default="polynomial",
-                        help="The last step of the calibration's solves ('scheduler': the scheduler's own); the saved "
-                        "scheduler keeps its own for sampling.")
+                        help="The last step the grids are fitted with, saved as the scheduler's final_step_type so that "
+                        "they are sampled with it ('scheduler': keep the scheduler's own).")
     parser.add_argument("--output_dir", type=Path, default=None, help="Where to save the pipeline (default: in place).")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
