@@ -160,6 +160,7 @@ def test_console_script_fits_shifts_and_recalibration_drops_stale_ones(tmp_path)
           "--refine_evaluations", "0", "--shift_evaluations", "20"])
     config = SimpleDiffusionPipeline.from_pretrained(tmp_path).scheduler.config
     assert set(config.calibrated_timesteps) == {"2", "3", "5"}
+    assert config.final_step_type == "polynomial"  # the saved grids are sampled with the last step they were fitted with
     model_timesteps = config.calibrated_model_timesteps
     assert model_timesteps["5"] == MODEL_TIMES  # a budget not recalibrated keeps its shifts
     assert model_timesteps.get("2") != [950.0, 60.0]  # new shifts for the new grid, or none
