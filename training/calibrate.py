@@ -382,9 +382,10 @@ def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, n
             ([`calibrate_model_timesteps`]), stored as `calibrated_model_timesteps` where a held-out batch confirms
             them.
         final_step_type (`str`, *optional*, defaults to `"polynomial"`):
-            The last step the grids are fitted with, one of `"auto"`, `"gaussian"`, `"polynomial"`, and which the
-            calibrated scheduler then samples with (it replaces the scheduler's own `final_step_type`); `None` keeps
-            the scheduler's own (step 7 of the module docstring).
+            The last step the grids are fitted with (`"auto"`, `"gaussian"` or `"polynomial"`). It also replaces the
+            scheduler's own `final_step_type`, so that the grids are sampled with it; grids already there for other
+            budgets are kept as they are, so recalibrate them too if they were fitted with another last step. `None`
+            keeps the scheduler's own (step 7 of the module docstring).
 
     Returns:
         `dict[str, list[float]]`: the new grids.
