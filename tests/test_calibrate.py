@@ -240,5 +240,6 @@ def test_pipeline_calibration_solves_with_the_polynomial_last_step():
     assert calibrate_pipeline(own, [3], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=30,
                               final_step_type=None) == gaussian
     assert own.scheduler.config.final_step_type == "gaussian"
-    with pytest.raises(ValueError, match="final_step_type='linear' is not one of"):
+    accepted = "final_step_type='linear'; accepted values are 'auto', 'gaussian', 'polynomial'"
+    with pytest.raises(ValueError, match=accepted):
         calibrate_pipeline(own, [3], final_step_type="linear")

@@ -356,11 +356,9 @@ def _pipeline_model(pipeline, batch_size: int = 16, seed: int = 0):
 def _calibration_scheduler(scheduler: SimpleScheduler, final_step_type: str | None) -> SimpleScheduler:
     """`scheduler` with the last step `final_step_type` (`None`: its own): what the calibration solves with, and the
     calibrated scheduler samples with."""
-    if final_step_type is not None and final_step_type not in FINAL_STEP_TYPES:
-        raise ValueError(f"final_step_type={final_step_type!r} is not one of {FINAL_STEP_TYPES} or None.")
-    if final_step_type is None or final_step_type == scheduler.config.final_step_type:
+    if final_step_type is None:
         return scheduler
-    return SimpleScheduler.from_config(scheduler.config, final_step_type=final_step_type)
+    return SimpleScheduler.from_config(scheduler.config, final_step_type=final_step_type)  # checks the value
 
 
 def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, num_batches: int = 2, seed: int = 0,
