@@ -635,7 +635,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self.model_outputs = []
         self._step_index = None
         self._last_sample, self._last_order = None, None
-        self._final_history = []  # (s = sigma / alpha, eps, y = x / alpha) of the last calls, for the last step
+        self._final_history = []  # (s = sigma / alpha, eps, y = x / alpha, x_0) of the last calls, for the last step
 
     def _log_sigmas(self) -> np.ndarray:
         # log of the VE noise level sigma_t = sqrt((1 - abar_t) / abar_t), increasing in t (inf at zero SNR)
@@ -1003,7 +1003,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             2 if self.config.final_step_type == "gaussian" else self.config.final_step_order)
         if k > 1 and self._sigmas[-1] == 0 and index >= n - k:  # one of the calls the last step uses
             alpha, sigma = float(self._alphas[index]), float(self._sigmas[index])
-            self._final_history.append((sigma / alpha, (x_t_called - alpha * x0) / sigma, x_t_called / alpha))
+            self._final_history.append((sigma / alpha, (x_t_called - alpha * x0) / sigma, x_t_called / alpha, x0))
         if self._sigmas[index + 1] == 0:
             # The last call: no model call at t = 0; see `final_step_type`
             self._last_sample = None
@@ -1024,7 +1024,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         if kind == "polynomial":
             return polynomial
         gaussian, consistent = self._gaussian_final_step(y)
-        return torch.where(consistent, gaussian, polynomial)
+        return torch.where(consistent, gaussian, polynomial) if consistent.any() else polynomial
 
     def _gaussian_final_step(self, y: torch.Tensor):
         # In an isotropic Gaussian mode N(mu, w^2 I), at every point (y, s) the x_0 prediction is D = y - s eps = mu +
@@ -1037,28 +1037,32 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # final_step_tolerance) of a mode no wider than 30 s_2. Wider modes take the polynomial step, which the
         # Gaussian one approaches there (y_0 - y_2 = -s_2 eps_2 (1/2 + O(s^2 / w^2))), while eps / s changes too little
         # between the calls (< (s_1^2 - s_2^2) / (1800 s_2^2)) to fit w from float32 samples.
-        dims = tuple(range(1, y.ndim))
-        tiny = torch.finfo(torch.float64).tiny
-        (s_1, eps_1, y_1), (s_2, eps_2, y_2) = [(s, eps.double(), y_.double()) for s, eps, y_ in self._final_history[-2:]]
-        change = (y_1 - s_1 * eps_1) - (y_2 - s_2 * eps_2)  # D_1 - D_2
-        rate = eps_1 / s_1 - eps_2 / s_2
-        width_squared = (change * rate).sum(dims, keepdim=True) / (rate * rate).sum(dims, keepdim=True).clamp_min(tiny)
-        residual = (change - width_squared * rate).square().sum(dims, keepdim=True).sqrt()
-        residual = residual / (y_1 - y_2).square().sum(dims, keepdim=True).sqrt().clamp_min(tiny)
+        (s_1, eps_1, y_1, x0_1), (s_2, eps_2, y_2, x0_2) = self._final_history[-2:]
+        shape = (-1, *[1] * (y.ndim - 1))
+
+        def dot(a, b):  # per sample
+            return torch.linalg.vecdot(a.reshape(len(a), -1), b.reshape(len(b), -1)).view(shape)
+
+        change = x0_1 - x0_2  # D_1 - D_2
+        rate = torch.sub(eps_1, eps_2, alpha=s_1 / s_2).div_(s_1)  # eps_1 / s_1 - eps_2 / s_2
+        width_squared = dot(change, rate) / dot(rate, rate).clamp_min(torch.finfo(rate.dtype).tiny)
+        residual = torch.addcmul(change, rate, width_squared, value=-1)
+        moved = y_1 - y_2
+        tolerance = self.config.final_step_tolerance
+        consistent = (width_squared >= 0) & (width_squared <= 900 * s_2**2)
+        consistent &= dot(residual, residual) <= tolerance**2 * dot(moved, moved)
         w_squared = width_squared.clamp_min(0.0)
         shrink = (w_squared / (w_squared + s_2**2)).sqrt()  # w / a_2
-        gaussian = y - (s_2 / (1 + shrink)).to(y.dtype) * eps_2.to(y.dtype)
-        consistent = (width_squared >= 0) & (residual <= self.config.final_step_tolerance)
-        return gaussian, consistent & (width_squared <= 900 * s_2**2)
+        return torch.addcmul(y, eps_2, s_2 / (1 + shrink), value=-1), consistent
 
     def _polynomial_final_step(self, y: torch.Tensor, x0: torch.Tensor, history) -> torch.Tensor:
         # y_0 = y_last - int_0^{s_last} P(s) ds, P the polynomial through the (s_j, eps_j) of the last k calls (k = 1:
         # y_last - s_last eps_last, which is the x_0 prediction); int_0^{s_last} of P's Lagrange basis, exactly
         if len(history) <= 1:
             return x0  # y_last - s_last eps_last, exactly
-        nodes = np.array([s for s, _, _ in history], dtype=np.float64)
+        nodes = np.array([s for s, *_ in history], dtype=np.float64)
         out = y
-        for j, (s_j, eps_j, _) in enumerate(history):
+        for j, (s_j, eps_j, *_) in enumerate(history):
             basis = np.poly1d([1.0])
             for other in np.delete(nodes, j):
                 basis = basis * np.poly1d([1.0, -other]) / (s_j - other)
