@@ -635,7 +635,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         self.model_outputs = []
         self._step_index = None
         self._last_sample, self._last_order = None, None
-        self._final_history = []  # (s = sigma / alpha, eps, y = x / alpha, x_0) of the last calls, for the last step
+        self._final_history = []  # (s = sigma / alpha, eps, x, alpha, x_0) of the last calls, for the last step
 
     def _log_sigmas(self) -> np.ndarray:
         # log of the VE noise level sigma_t = sqrt((1 - abar_t) / abar_t), increasing in t (inf at zero SNR)
@@ -1003,7 +1003,7 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
             2 if self.config.final_step_type == "gaussian" else self.config.final_step_order)
         if k > 1 and self._sigmas[-1] == 0 and index >= n - k:  # one of the calls the last step uses
             alpha, sigma = float(self._alphas[index]), float(self._sigmas[index])
-            self._final_history.append((sigma / alpha, (x_t_called - alpha * x0) / sigma, x_t_called / alpha, x0))
+            self._final_history.append((sigma / alpha, (x_t_called - alpha * x0) / sigma, x_t_called, alpha, x0))
         if self._sigmas[index + 1] == 0:
             # The last call: no model call at t = 0; see `final_step_type`
             self._last_sample = None
@@ -1014,17 +1014,18 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         return self._unipc_update(x_t, index, order)
 
     def _final_step(self, y: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        # y = x / alpha at the last call; see `final_step_type`
+        # y = x / alpha at the last call; see `final_step_type`. "auto" computes only the steps its samples take.
         history, kind = self._final_history, self.config.final_step_type
         if len(history) <= 1:
             return x0  # y_last - s_last eps_last, exactly
-        if kind == "gaussian":
-            return self._gaussian_final_step(y)[0]
+        if kind != "polynomial":
+            factor, consistent = self._gaussian_final_step(y)
+            if kind == "gaussian" or bool(consistent.all()):
+                return torch.addcmul(y, history[-1][1], factor, value=-1)
         polynomial = self._polynomial_final_step(y, x0, history[-self.config.final_step_order :])
-        if kind == "polynomial":
+        if kind == "polynomial" or not bool(consistent.any()):
             return polynomial
-        gaussian, consistent = self._gaussian_final_step(y)
-        return torch.where(consistent, gaussian, polynomial) if consistent.any() else polynomial
+        return torch.where(consistent, torch.addcmul(y, history[-1][1], factor, value=-1), polynomial)
 
     def _gaussian_final_step(self, y: torch.Tensor):
         # In an isotropic Gaussian mode N(mu, w^2 I), at every point (y, s) the x_0 prediction is D = y - s eps = mu +
@@ -1033,27 +1034,34 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # |y_1 - y_2|, which is 0 in a Gaussian mode (up to rounding) and large where the data is not locally isotropic
         # (measured 0.11 to 0.4 on image models, on every sample). Along the ODE y - mu grows like a = sqrt(w^2 + s^2)
         # and eps = s (y - mu) / a^2, so y_0 = mu + (y_2 - mu) w / a_2 = y_2 - s_2 eps_2 / (1 + w / a_2).
-        # Returns that y_0 and, per sample, whether to take it: a consistent fit (w^2 >= 0, residual <=
-        # final_step_tolerance) of a mode no wider than 30 s_2. Wider modes take the polynomial step, which the
-        # Gaussian one approaches there (y_0 - y_2 = -s_2 eps_2 (1/2 + O(s^2 / w^2))), while eps / s changes too little
-        # between the calls (< (s_1^2 - s_2^2) / (1800 s_2^2)) to fit w from float32 samples.
-        (s_1, eps_1, y_1, x0_1), (s_2, eps_2, y_2, x0_2) = self._final_history[-2:]
+        # Returns, per sample, the factor s_2 / (1 + w / a_2) of that y_0 and whether to take it: a consistent fit
+        # (w^2 >= 0, residual <= final_step_tolerance) of a mode no wider than 30 s_2. Wider modes take the polynomial
+        # step, which the Gaussian one approaches there (y_0 - y_2 = -s_2 eps_2 (1/2 + O(s^2 / w^2))), while eps / s
+        # changes too little between the calls (< (s_1^2 - s_2^2) / (1800 s_2^2)) to fit w from float32 samples.
+        # Samples of more than 4096 values are fitted on a strided subset of about 4096 of them (exact for an isotropic
+        # mode, and it keeps the fit's cost below that of the step).
+        (s_1, eps_1, x_1, alpha_1, x0_1), (s_2, eps_2, x_2, alpha_2, x0_2) = self._final_history[-2:]
         shape = (-1, *[1] * (y.ndim - 1))
+        stride = max(1, y[0].numel() // 4096)
+
+        def part(a):  # per sample, a strided subset of at most ~4096 values
+            return a.reshape(len(a), -1)[:, ::stride]
 
         def dot(a, b):  # per sample
-            return torch.linalg.vecdot(a.reshape(len(a), -1), b.reshape(len(b), -1)).view(shape)
+            return torch.linalg.vecdot(a, b).view(shape)
 
-        change = x0_1 - x0_2  # D_1 - D_2
-        rate = torch.sub(eps_1, eps_2, alpha=s_1 / s_2).div_(s_1)  # eps_1 / s_1 - eps_2 / s_2
-        width_squared = dot(change, rate) / dot(rate, rate).clamp_min(torch.finfo(rate.dtype).tiny)
-        residual = torch.addcmul(change, rate, width_squared, value=-1)
-        moved = y_1 - y_2
+        change = part(x0_1) - part(x0_2)  # D_1 - D_2
+        rate = torch.sub(part(eps_1), part(eps_2), alpha=s_1 / s_2)  # s_1 (eps_1 / s_1 - eps_2 / s_2)
+        product, rate_squared = dot(change, rate), dot(rate, rate).clamp_min(torch.finfo(rate.dtype).tiny)
+        width_squared = s_1 * product / rate_squared
+        residual_squared = dot(change, change) - product * product / rate_squared  # |D_1 - D_2 - w^2 (...)|^2
+        moved = torch.sub(part(x_1), part(x_2), alpha=alpha_1 / alpha_2)  # alpha_1 (y_1 - y_2)
         tolerance = self.config.final_step_tolerance
         consistent = (width_squared >= 0) & (width_squared <= 900 * s_2**2)
-        consistent &= dot(residual, residual) <= tolerance**2 * dot(moved, moved)
+        consistent &= residual_squared <= (tolerance / alpha_1) ** 2 * dot(moved, moved)
         w_squared = width_squared.clamp_min(0.0)
         shrink = (w_squared / (w_squared + s_2**2)).sqrt()  # w / a_2
-        return torch.addcmul(y, eps_2, s_2 / (1 + shrink), value=-1), consistent
+        return s_2 / (1 + shrink), consistent
 
     def _polynomial_final_step(self, y: torch.Tensor, x0: torch.Tensor, history) -> torch.Tensor:
         # y_0 = y_last - int_0^{s_last} P(s) ds, P the polynomial through the (s_j, eps_j) of the last k calls (k = 1:
