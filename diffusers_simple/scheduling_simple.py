@@ -1019,15 +1019,16 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         if len(history) <= 1:
             return x0  # y_last - s_last eps_last, exactly
         if kind != "polynomial":
-            factor, consistent = self._gaussian_final_step(y)
+            factor, consistent = self._gaussian_fit()
+            eps_last = history[-1][1]
             if kind == "gaussian" or bool(consistent.all()):
-                return torch.addcmul(y, history[-1][1], factor, value=-1)
+                return torch.addcmul(y, eps_last, factor, value=-1)
         polynomial = self._polynomial_final_step(y, x0, history[-self.config.final_step_order :])
         if kind == "polynomial" or not bool(consistent.any()):
             return polynomial
-        return torch.where(consistent, torch.addcmul(y, history[-1][1], factor, value=-1), polynomial)
+        return torch.where(consistent, torch.addcmul(y, eps_last, factor, value=-1), polynomial)
 
-    def _gaussian_final_step(self, y: torch.Tensor):
+    def _gaussian_fit(self):
         # In an isotropic Gaussian mode N(mu, w^2 I), at every point (y, s) the x_0 prediction is D = y - s eps = mu +
         # w^2 eps / s (Tweedie's formula), so the last two calls give D_1 - D_2 = w^2 (eps_1 / s_1 - eps_2 / s_2),
         # wherever the samples were. Per sample: w^2 by least squares, and the residual of that fit relative to
@@ -1041,8 +1042,8 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         # Samples of more than 4096 values are fitted on a strided subset of about 4096 of them (exact for an isotropic
         # mode, and it keeps the fit's cost below that of the step).
         (s_1, eps_1, x_1, alpha_1, x0_1), (s_2, eps_2, x_2, alpha_2, x0_2) = self._final_history[-2:]
-        shape = (-1, *[1] * (y.ndim - 1))
-        stride = max(1, y[0].numel() // 4096)
+        shape = (-1, *[1] * (eps_2.ndim - 1))
+        stride = max(1, eps_2[0].numel() // 4096)
 
         def part(a):  # per sample, a strided subset of at most ~4096 values
             return a.reshape(len(a), -1)[:, ::stride]
