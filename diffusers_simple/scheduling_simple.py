@@ -1048,21 +1048,21 @@ class SimpleScheduler(SchedulerMixin, ConfigMixin):
         def part(a):  # per sample, a strided subset of at most ~4096 values
             return a.reshape(len(a), -1)[:, ::stride]
 
-        def dot(a, b):  # per sample
-            return torch.linalg.vecdot(a, b).view(shape)
-
         change = part(x0_1) - part(x0_2)  # D_1 - D_2
         rate = torch.sub(part(eps_1), part(eps_2), alpha=s_1 / s_2)  # s_1 (eps_1 / s_1 - eps_2 / s_2)
-        product, rate_squared = dot(change, rate), dot(rate, rate).clamp_min(torch.finfo(rate.dtype).tiny)
-        width_squared = s_1 * product / rate_squared
-        residual_squared = dot(change, change) - product * product / rate_squared  # |D_1 - D_2 - w^2 (...)|^2
+        projection = torch.linalg.vecdot(change, rate) / torch.linalg.vecdot(rate, rate).clamp_min(
+            torch.finfo(rate.dtype).tiny)
+        width_squared = s_1 * projection
+        # the residual directly, not as |c|^2 - <c, r>^2 / |r|^2, whose cancellation depends on the order of summation
+        residual = torch.addcmul(change, rate, projection[:, None], value=-1)  # D_1 - D_2 - w^2 (...)
         moved = torch.sub(part(x_1), part(x_2), alpha=alpha_1 / alpha_2)  # alpha_1 (y_1 - y_2)
         tolerance = self.config.final_step_tolerance
         consistent = (width_squared >= 0) & (width_squared <= 900 * s_2**2)
-        consistent &= residual_squared <= (tolerance / alpha_1) ** 2 * dot(moved, moved)
+        consistent &= torch.linalg.vecdot(residual, residual) <= (tolerance / alpha_1) ** 2 * torch.linalg.vecdot(
+            moved, moved)
         w_squared = width_squared.clamp_min(0.0)
         shrink = (w_squared / (w_squared + s_2**2)).sqrt()  # w / a_2
-        return s_2 / (1 + shrink), consistent
+        return (s_2 / (1 + shrink)).view(shape), consistent.view(shape)
 
     def _polynomial_final_step(self, y: torch.Tensor, x0: torch.Tensor, history) -> torch.Tensor:
         # y_0 = y_last - int_0^{s_last} P(s) ds, P the polynomial through the (s_j, eps_j) of the last k calls (k = 1:
