@@ -219,23 +219,27 @@ def test_console_script_calibrates_a_saved_pipeline(tmp_path):
     assert again == {"2": grids["2"]}  # deterministic
 
 
-def test_pipeline_calibration_solves_with_the_polynomial_last_step():
-    """calibrate_pipeline fits grids with the polynomial last step and sets the scheduler's to it, so that they are
-    sampled with the step they were fitted with; on this random model no sample takes the Gaussian step of "auto", so
-    the contrast is with "gaussian"."""
+def test_pipeline_calibration_solves_with_the_default_last_step():
+    """calibrate_pipeline fits grids with the scheduler's default last step ("auto") and sets the scheduler's to it,
+    so that they are sampled with the step they were fitted with, also when the scheduler had another; on this
+    random model no sample takes the Gaussian step of "auto", so the contrast is with "gaussian"."""
     from diffusers_simple_training.calibrate import _pipeline_model
 
     pipe = random_pipeline(SimpleScheduler(final_step_type="gaussian"))
     model, shape = _pipeline_model(pipe, batch_size=2)
     kwargs = dict(sample_shape=shape, num_batches=1, seed=0, fine_steps=12, refine_evaluations=30)
-    polynomial = calibrate_timesteps(model, SimpleScheduler(final_step_type="polynomial"), [3], **kwargs)
+    auto = calibrate_timesteps(model, SimpleScheduler(final_step_type="auto"), [3], **kwargs)
     gaussian = calibrate_timesteps(model, SimpleScheduler(final_step_type="gaussian"), [3], **kwargs)
-    assert polynomial != gaussian  # the two last steps fit different grids here, so the comparisons below can fail
+    assert auto != gaussian  # the two last steps fit different grids here, so the comparisons below can fail
 
     grids = calibrate_pipeline(pipe, [3], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=30)
-    assert grids == polynomial
-    assert pipe.scheduler.config.final_step_type == "polynomial"  # sampled with the step it was fitted with
-    assert pipe.scheduler.config.calibrated_timesteps == polynomial
+    assert grids == auto
+    assert pipe.scheduler.config.final_step_type == "auto"  # sampled with the step it was fitted with
+    assert pipe.scheduler.config.calibrated_timesteps == auto
+    polynomial = random_pipeline(SimpleScheduler(final_step_type="gaussian"))
+    calibrate_pipeline(polynomial, [3], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=30,
+                       final_step_type="polynomial")
+    assert polynomial.scheduler.config.final_step_type == "polynomial"
     own = random_pipeline(SimpleScheduler(final_step_type="gaussian"))
     assert calibrate_pipeline(own, [3], batch_size=2, num_batches=1, fine_steps=12, refine_evaluations=30,
                               final_step_type=None) == gaussian

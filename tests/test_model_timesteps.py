@@ -154,13 +154,13 @@ def test_model_timestep_calibration_needs_grids_and_solves():
 def test_console_script_fits_shifts_and_recalibration_drops_stale_ones(tmp_path):
     stale = {"calibrated_timesteps": {"2": [900.0, 50.0], "5": GRID}, "calibrated_model_timesteps": {"2": [950.0, 60.0],
                                                                                                     "5": MODEL_TIMES}}
-    pipe = random_pipeline(SimpleScheduler(**stale))
+    pipe = random_pipeline(SimpleScheduler(**stale, final_step_type="polynomial"))
     pipe.save_pretrained(tmp_path)
     main([str(tmp_path), "--budgets", "2", "3", "--batch_size", "2", "--num_batches", "1", "--fine_steps", "12",
           "--refine_evaluations", "0", "--shift_evaluations", "20"])
     config = SimpleDiffusionPipeline.from_pretrained(tmp_path).scheduler.config
     assert set(config.calibrated_timesteps) == {"2", "3", "5"}
-    assert config.final_step_type == "polynomial"  # the saved grids are sampled with the last step they were fitted with
+    assert config.final_step_type == "auto"  # the grids are fitted and sampled with the default last step
     model_timesteps = config.calibrated_model_timesteps
     assert model_timesteps["5"] == MODEL_TIMES  # a budget not recalibrated keeps its shifts
     assert model_timesteps.get("2") != [950.0, 60.0]  # new shifts for the new grid, or none

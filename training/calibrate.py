@@ -36,18 +36,19 @@ Regularity of ODE-based Diffusion Sampling", https://huggingface.co/papers/2405.
    the floor (`benchmarks/sampler_accuracy.py`); on the digits model they did not lower the Frechet distance.
 
 7. `calibrate_pipeline` and `shift_pipeline` (the console script, and the training script's calibration at export)
-   fit the grids with the polynomial last step by default, and set the scheduler's `final_step_type` to it, so that
-   a grid is sampled with the last step it was fitted with. On the digits model, grids fitted with the `"auto"` last
-   step land closer to the reference samples per sample, also on held-out batches, but are further in Frechet
-   distance from 1000-step DDPM samples at 3-5 calls (16.7 / 13.6 / 12.7 against 14.1 / 11.2 / 11.1; the same gap at
-   four noise seeds). A grid fitted with one last step and sampled with the other can be far off: the Fashion-MNIST
-   model's polynomial-fitted 4-call grid, [867, 648, 454, 294], gives 20.2 with the polynomial step and 47.5 with
-   `"auto"`, whose Gaussian step some samples take from t = 294. On the exact mixtures of
-   `benchmarks/sampler_accuracy.py`, which call `calibrate_timesteps` with the scheduler as it is, the `"auto"` last
-   step fits the better grids (64-D, 5 calls: 1.49x the floor against 1.65x). These numbers are from the first
-   `"auto"` gate (|eps| / s over three calls). With the present one (a Gaussian mode fitted to the last two calls) no
-   sample of those image models takes the Gaussian step, so there the two steps sample alike, and the mixtures'
-   calibrated grids reach 1.15x at 5 calls.
+   fit the grids with the scheduler's default last step, `"auto"`, and set the scheduler's `final_step_type` to it, so
+   that a grid is sampled with the last step it was fitted with: a grid fitted with one last step and sampled with
+   another can be far off. With the first `"auto"` gate (|eps| / s over three calls) the Fashion-MNIST model's
+   polynomial-fitted 4-call grid, [867, 648, 454, 294], gave 20.2 with the polynomial step and 47.5 with `"auto"`,
+   whose Gaussian step some samples took from t = 294, and on the digits model `"auto"`-fitted grids were further in
+   Frechet distance from 1000-step DDPM samples at 3-5 calls (16.7 / 13.6 / 12.7 against 14.1 / 11.2 / 11.1), so
+   the default was `"polynomial"` then. With the present gate (a Gaussian mode fitted to the last two calls) no sample
+   of the image models takes the Gaussian step: the two steps sample those grids bitwise alike (digits and demo at
+   5 and 10 calls, the Fashion-MNIST 4-call grid above), and the digits model's grids for 3-10 calls and the
+   Fashion-MNIST model's for 4 and 5 calls come out identical with either. On the exact mixtures of
+   `benchmarks/sampler_accuracy.py`, which call `calibrate_timesteps` with the scheduler as it is, `"auto"` fits
+   the better grids (64-D, 16 modes: 1.15x the floor at 5 calls). `final_step_type="polynomial"` (or
+   `--final_step_type polynomial`) still fits and samples with the polynomial step.
 
 The grids are stored as `calibrated_timesteps` in the scheduler config ({"N": [N timesteps]}), the model timesteps
 as `calibrated_model_timesteps`, so a checkpoint carries them and `pipe(num_inference_steps=N)` uses them.
@@ -366,7 +367,7 @@ def _calibration_scheduler(scheduler: SimpleScheduler, final_step_type: str | No
 
 def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, num_batches: int = 2, seed: int = 0,
                        fine_steps: int = 100, refine_evaluations: int = 100,
-                       shift_evaluations: int = 0, final_step_type: str | None = "polynomial") -> dict[str, list[float]]:
+                       shift_evaluations: int = 0, final_step_type: str | None = "auto") -> dict[str, list[float]]:
     """
     Calibrates `pipeline.scheduler` (a `SimpleScheduler`) for `pipeline.unet` and stores the grids in its config
     (`calibrated_timesteps`, merged with grids already there; model timesteps of a recalibrated budget are dropped);
@@ -382,7 +383,7 @@ def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, n
             If above 0, also fits calibrated time shifts with this many solves per budget
             ([`calibrate_model_timesteps`]), stored as `calibrated_model_timesteps` where a held-out batch confirms
             them.
-        final_step_type (`str`, *optional*, defaults to `"polynomial"`):
+        final_step_type (`str`, *optional*, defaults to `"auto"`):
             The last step the grids are fitted with (`"auto"`, `"gaussian"` or `"polynomial"`). It also replaces the
             scheduler's own `final_step_type`, so that the grids are sampled with it; grids already there for other
             budgets are kept as they are, so recalibrate them too if they were fitted with another last step. `None`
@@ -408,7 +409,7 @@ def calibrate_pipeline(pipeline, budgets: Iterable[int], batch_size: int = 16, n
 
 def shift_pipeline(pipeline, budgets: Iterable[int | str], batch_size: int = 16, num_batches: int = 2, seed: int = 0,
                    fine_steps: int = 100, evaluations: int = 400,
-                   final_step_type: str | None = "polynomial") -> dict[str, list[float]]:
+                   final_step_type: str | None = "auto") -> dict[str, list[float]]:
     """
     Fits calibrated time shifts ([`calibrate_model_timesteps`]) for the calibrated grids of `budgets` in
     `pipeline.scheduler` and stores the grids and model timesteps of the budgets where a held-out batch confirms them
@@ -420,7 +421,7 @@ def shift_pipeline(pipeline, budgets: Iterable[int | str], batch_size: int = 16,
         batch_size (`int`, defaults to 16), num_batches (`int`, defaults to 2), seed (`int`, defaults to 0),
         fine_steps (`int`, defaults to 100): as for [`calibrate_pipeline`], whose batches these are.
         evaluations (`int`, defaults to 400): see [`calibrate_model_timesteps`].
-        final_step_type (`str`, *optional*, defaults to `"polynomial"`): as for [`calibrate_pipeline`].
+        final_step_type (`str`, *optional*, defaults to `"auto"`): as for [`calibrate_pipeline`].
 
     Returns:
         `dict[str, list[float]]`: the refit grids of the budgets that kept shifts.
@@ -463,7 +464,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--shift_evaluations", type=int, default=0,
                         help="N-call solves per batch that fit calibrated time shifts with each grid, kept where a "
                         "held-out batch confirms them (0: no shifts).")
-    parser.add_argument("--final_step_type", choices=[*FINAL_STEP_TYPES, "scheduler"], default="polynomial",
+    parser.add_argument("--final_step_type", choices=[*FINAL_STEP_TYPES, "scheduler"], default="auto",
                         help="The last step the grids are fitted with, saved as the scheduler's final_step_type so that "
                         "they are sampled with it ('scheduler': keep the scheduler's own).")
     parser.add_argument("--output_dir", type=Path, default=None, help="Where to save the pipeline (default: in place).")
