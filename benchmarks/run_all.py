@@ -12,8 +12,10 @@ from pathlib import Path
 # time_to_quality_fashion_mnist.py is not here: it needs `make fashion-mnist` and hours (`make time-to-quality-fashion-mnist`);
 # nor the class-conditional run of sampler_quality_trained.py, which needs `make demo` first:
 #   python benchmarks/sampler_quality_trained.py --model_dir outputs/demo --guidance_scales 1 2 --num_samples 300
-SCRIPTS = ("sampler_accuracy.py", "sampler_quality_trained.py", "train_throughput.py", "sampling_speed.py",
-           "time_to_quality.py", "editing.py")
+# nor grid_transfer.py on a Fashion-MNIST model (the recipe ablations' or `make fashion-mnist-model`'s):
+#   python benchmarks/grid_transfer.py --model_dir MODEL --classifier_reference data/fashion-mnist --result_name grid_transfer_fashion_mnist
+SCRIPTS = ("sampler_accuracy.py", "sampler_quality_trained.py", "grid_transfer.py", "train_throughput.py",
+           "sampling_speed.py", "time_to_quality.py", "editing.py")
 
 
 def main() -> None:

@@ -94,6 +94,12 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, directions: torch.Tenso
     return (px - py).abs().mean().item()
 
 
+def unit_directions(num_directions: int, dim: int) -> torch.Tensor:
+    """The sliced distance's projection directions: random unit vectors (seed 1), float64."""
+    directions = torch.randn(num_directions, dim, generator=torch.Generator().manual_seed(1))
+    return (directions / directions.norm(dim=1, keepdim=True)).double()
+
+
 def sample(scheduler, num_steps: int, noise: torch.Tensor, predictor: ExactNoisePredictor, seed: int):
     """The Diffusers denoising loop; returns the samples and the number of model calls."""
     scheduler.set_timesteps(num_steps)
@@ -193,13 +199,27 @@ BENCHMARKS = {
 }
 
 
+def mixture_model(predictor):
+    """The exact predictor as a float32 model(x, t), as calibration calls a UNet."""
+    return lambda x, t: predictor(x, float(t)).float()
+
+
+def mixture_calibration(dim: int, num_samples: int = 2000) -> dict:
+    """The calibration's batch and fine grid on a mixture: 2000 noise draws (seed 12345, not the benchmark's), 120 points."""
+    return dict(sample_shape=(num_samples, dim), num_batches=1, seed=12345, fine_steps=120)
+
+
+def calibrate_mixture_grids(predictor, calls, dim, num_samples: int = 2000) -> dict:
+    """`calibrate_timesteps` with the default scheduler on a mixture: {str(calls): timesteps}."""
+    return calibrate_timesteps(mixture_model(predictor), SimpleScheduler(), calls, **mixture_calibration(dim, num_samples))
+
+
 def calibrated_configs(predictor, calls, dim):
     """The configs of "Simple calibrated" and "Simple calibrated + time shifts" (the latter's budgets without shifts
     confirmed on the held-out batch keep the calibrated grid)."""
-    model = lambda x, t: predictor(x, float(t)).float()  # noqa: E731
-    kwargs = dict(sample_shape=(2000, dim), num_batches=1, seed=12345, fine_steps=120)
-    grids = calibrate_timesteps(model, SimpleScheduler(), calls, **kwargs)
-    shifted = calibrate_model_timesteps(model, SimpleScheduler(calibrated_timesteps=grids), **kwargs)
+    grids = calibrate_mixture_grids(predictor, calls, dim)
+    shifted = calibrate_model_timesteps(mixture_model(predictor), SimpleScheduler(calibrated_timesteps=grids),
+                                        **mixture_calibration(dim))
     return {"calibrate": {"calibrated_timesteps": grids},
             "calibrate and shift": {"calibrated_timesteps": {**grids, **shifted["calibrated_timesteps"]},
                                     "calibrated_model_timesteps": shifted["calibrated_model_timesteps"] or None}}
@@ -208,8 +228,7 @@ def calibrated_configs(predictor, calls, dim):
 def run_benchmark(args, dim, num_components, min_std, max_std):
     mixture = GaussianMixture.random(dim, num_components, min_std, max_std)
     predictor = ExactNoisePredictor(mixture, DDPMScheduler().alphas_cumprod)
-    directions = torch.randn(args.num_directions, dim, generator=torch.Generator().manual_seed(1))
-    directions = (directions / directions.norm(dim=1, keepdim=True)).double()
+    directions = unit_directions(args.num_directions, dim)
     start = time.perf_counter()
     calibrated = calibrated_configs(predictor, args.calls, dim)
     simple = {}

@@ -45,14 +45,19 @@ DIFFUSERS = {
 }
 
 
-def add_arguments(parser):
+def add_model_arguments(parser, script: str):
+    """--model_dir, --classifier_reference and --result_name, for `script`'s results."""
     parser.add_argument("--model_dir", type=Path, default=CACHE / "model", help="A saved pipeline.")
     parser.add_argument("--classifier_reference", type=str, default=None,
                         help="A labelled dataset of the model's images (e.g. data/fashion-mnist) whose classifier gives "
                              "the features; default: the digits classifier.")
     parser.add_argument("--result_name", type=str, default=None,
-                        help="The result file's name (default: sampler_quality_trained, with _<model folder name> "
-                             "for another model than the editing benchmark's).")
+                        help=f"The result file's name (default: {script}, with _<model folder name> for another model "
+                             "than the editing benchmark's).")
+
+
+def add_arguments(parser):
+    add_model_arguments(parser, "sampler_quality_trained")
     parser.add_argument("--num_samples", type=int, default=500)
     parser.add_argument("--calls", type=int, nargs="+", default=[3, 4, 5, 6, 8, 10, 15, 20, 50])
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[1.0], help="For a class-conditional model.")
@@ -81,17 +86,22 @@ def draw(pipe, num_samples: int, seed: int, guidance_scale: float, **kwargs) -> 
     return np.concatenate(images).transpose(0, 3, 1, 2).astype(np.float32)
 
 
-def main():
-    args = parse_args(__doc__.splitlines()[0], add_arguments)
-    start = time.perf_counter()
-    if args.tiny:  # a smoke test: an in-process 40-step model, nothing cached
-        args.num_samples, args.calls, args.shift_evaluations = 20, [3, 5], 20
+def load_model(args) -> SimpleDiffusionPipeline:
+    """The pipeline in `args.model_dir` (the editing benchmark's digits model, trained if missing), or with `--tiny` an
+    in-process 40-step model."""
+    if args.tiny:
         pipe = tiny_model(split()[0])
     else:
         if not (args.model_dir / "model_index.json").exists():
             train_model(args.model_dir, split()[4], TRAIN_STEPS)
         pipe = SimpleDiffusionPipeline.from_pretrained(args.model_dir)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def model_features(args, pipe):
+    """The feature function (images in [-1, 1] -> classifier features), the classifier's name and, with
+    `--classifier_reference`, the features of its real test images (else None)."""
     resolution = pipe.unet.config.sample_size
     if args.classifier_reference:
         options = evaluate.parse_args(["--pretrained_model_name_or_path", str(args.model_dir), "--reference", args.classifier_reference,
@@ -108,7 +118,25 @@ def main():
     def features(images):
         return classify(classifier, torch.from_numpy(images))[0].numpy()
 
-    # the package's current default sampler, whatever the checkpoint was saved with
+    return features, classifier_name, test_reference
+
+
+def ddpm_reference(pipe, args, guidance: float) -> np.ndarray:
+    """`args.num_samples` images by ancestral DDPM with all 1000 steps, cached in the model's folder (not with --tiny)."""
+    cached = args.model_dir / f"ddpm1000_{guidance:g}_{args.num_samples}.npy"
+    if not args.tiny and cached.exists():
+        return np.load(cached)
+    ddpm = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config, sampler="ddpm"))
+    ddpm.set_progress_bar_config(disable=True)
+    images = draw(ddpm, args.num_samples, 0, guidance, num_inference_steps=1000)
+    if not args.tiny:
+        np.save(cached, images)
+    return images
+
+
+def default_sampler_config(pipe) -> dict:
+    """The model's scheduler config with the package's current default sampler, whatever the checkpoint was saved with,
+    and no calibrated grid."""
     defaults = inspect.signature(SimpleScheduler.__init__).parameters
     unipc_defaults = {k: defaults[k].default for k in ("sampler", "solver_order", "use_corrector", "last_lambda",
                                                         "last_lambda_growth", "last_lambda_growth_start", "lambda_spacing_power",
@@ -116,6 +144,18 @@ def main():
                                                         "final_step_tolerance")}
     config = dict(SimpleScheduler.from_config(pipe.scheduler.config, **unipc_defaults).config)
     config.update(calibrated_timesteps=None, calibrated_model_timesteps=None)
+    return config
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0], add_arguments)
+    start = time.perf_counter()
+    if args.tiny:  # a smoke test: an in-process 40-step model, nothing cached
+        args.num_samples, args.calls, args.shift_evaluations = 20, [3, 5], 20
+    pipe = load_model(args)
+    features, classifier_name, test_reference = model_features(args, pipe)
+
+    config = default_sampler_config(pipe)
     calibrated = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(config))
     budgets = [c for c in args.calls if c <= 20]
     calibration_start = time.perf_counter()
@@ -136,16 +176,7 @@ def main():
 
     tables, test_tables, (figure, axes) = [], [], new_figure(ncols=len(args.guidance_scales), width=5.5)
     for column, guidance in enumerate(args.guidance_scales):
-        cached = args.model_dir / f"ddpm1000_{guidance:g}_{args.num_samples}.npy"
-        if args.tiny or not cached.exists():
-            ddpm = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config, sampler="ddpm"))
-            ddpm.set_progress_bar_config(disable=True)
-            reference_images = draw(ddpm, args.num_samples, 0, guidance, num_inference_steps=1000)
-            if not args.tiny:
-                np.save(cached, reference_images)
-        else:
-            reference_images = np.load(cached)
-        reference = features(reference_images)
+        reference = features(ddpm_reference(pipe, args, guidance))
         cells = {(name, c): features(draw(p, args.num_samples, 10**6, guidance, num_inference_steps=c)) for name, p in samplers.items() for c in args.calls}
         distance = {cell: frechet_distance_from_features(reference, f) for cell, f in cells.items()}
         if test_reference is not None:  # the same samples against the real test images
@@ -173,7 +204,7 @@ def main():
                            "the distance to the DDPM samples):\n\n" + markdown_table(headers, rows) for g, rows in test_tables])
     notes = f"""
 Model {'(tiny, in-process)' if args.tiny else f'`{shown_path(args.model_dir)}`'}
-({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, {resolution}x{resolution}). Fréchet
+({'class-conditional' if pipe.unet.config.get('num_class_embeds') else 'unconditional'}, {pipe.unet.config.sample_size}x{pipe.unet.config.sample_size}). Fréchet
 distance in the features of {classifier_name} ({args.num_samples} samples per cell) to {args.num_samples} samples of
 the same model by ancestral DDPM with 1000 steps (lower is better; part of it is sampling noise, so even an exact
 sampler would not reach 0). Calibration of the grids on this model took {calibration_s:.0f} s; "Simple calibrated +

@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ORDER = ("train_throughput", "sampling_speed", "sampler_accuracy", "sampler_quality_trained", "sampler_quality_trained_demo",
-         "time_to_quality", "time_to_quality_fashion_mnist", "recipe_ablations_fashion_mnist", "recipe_ablations_fashion_mnist_20min", "sampler_quality_trained_fashion_mnist", "editing")
+         "time_to_quality", "time_to_quality_fashion_mnist", "recipe_ablations_fashion_mnist", "recipe_ablations_fashion_mnist_20min", "sampler_quality_trained_fashion_mnist",
+         "grid_transfer", "grid_transfer_fashion_mnist", "editing")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 

@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from diffusers_simple import SimpleScheduler
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,6 +159,34 @@ def test_sampler_quality_trained_tiny(tmp_path):
     rows = check_outputs(tmp_path, "sampler_quality_trained", stdout, names)
     for row in rows[:-1]:
         assert all(float(cell) > 0 for cell in row[1:]), row  # Fréchet distances to the 1000-step DDPM samples
+
+
+@pytest.mark.slow
+def test_grid_transfer_tiny(tmp_path):
+    from sampler_accuracy import BENCHMARKS
+
+    stdout = run_tiny("grid_transfer.py", tmp_path)
+    names = ["default (no calibrated grid)", "calibrated on the model", *(f"calibrated on {name}" for name in BENCHMARKS)]
+    rows = check_outputs(tmp_path, "grid_transfer", stdout, names)
+    for row in rows:
+        ratios, frechet = [float(cell) for cell in row[1:-1]], float(row[-1])
+        assert all(0.5 < ratio < 100 for ratio in ratios) and frechet > 0, row  # mixtures: distance / floor
+    # each calibrated grid is stated in lambda, one value per model call, falling toward the data
+    markdown = (tmp_path / "grid_transfer.md").read_text()
+    stated = [line for line in markdown.splitlines() if line.startswith("- calibrated on ")]
+    assert len(stated) == len(names) - 1 and all(len(line.split("3 calls [")[1].split(",")) == 3 for line in stated)
+
+
+def test_grid_transfer_keeps_the_half_log_snr():
+    from grid_transfer import half_log_snr, transfer
+
+    linear, cosine = SimpleScheduler(), SimpleScheduler(beta_schedule="squaredcos_cap_v2")
+    grids = {"3": [811.7, 400.25, 18.0]}
+    assert transfer(grids, linear, linear)["3"] == pytest.approx(grids["3"], abs=1e-9)
+    moved = transfer(grids, linear, cosine)["3"]
+    assert moved != pytest.approx(grids["3"], abs=1.0)  # another schedule: other timesteps ...
+    lambdas = [np.interp(t, np.arange(1000), half_log_snr(s)) for t, s in ((grids["3"], linear), (moved, cosine))]
+    assert lambdas[1] == pytest.approx(lambdas[0], abs=0.02)  # ... at the same noise level (linear interpolation)
 
 
 def test_time_to_reach_interpolates_in_log_log():
