@@ -18,7 +18,6 @@ import time
 import types
 
 import numpy as np
-import torch
 from common import machine_description, new_figure, parse_args, write_results
 from diffusers import DDPMScheduler
 from editing import CACHE
@@ -42,19 +41,15 @@ def add_arguments(parser):
     parser.add_argument("--floor_pairs", type=int, default=6)
 
 
-def half_log_snr(scheduler) -> np.ndarray:
-    abar = scheduler.alphas_cumprod.double()
-    return (0.5 * torch.log(abar / (1 - abar))).numpy()
+def lambdas_of(timesteps, scheduler) -> np.ndarray:
+    """Half log-SNRs lambda = -log sigma at (fractional) train timesteps of a SimpleScheduler, interpolated as it does."""
+    log_sigmas = scheduler._log_sigmas()
+    return -np.interp(timesteps, np.arange(len(log_sigmas)), log_sigmas)
 
 
 def transfer(grids: dict, source, target) -> dict:
     """`grids` ({calls: timesteps} of `source`) as the timesteps of `target` with the same lambdas (fractional)."""
-    source_lambda, target_lambda = half_log_snr(source), half_log_snr(target)
-    moved = {}
-    for calls, timesteps in grids.items():
-        lambdas = np.interp(timesteps, np.arange(len(source_lambda)), source_lambda)
-        moved[calls] = np.interp(-lambdas, -target_lambda, np.arange(len(target_lambda))).tolist()  # lambda falls with t
-    return moved
+    return {calls: target._timesteps_of_lambdas(lambdas_of(timesteps, source)).tolist() for calls, timesteps in grids.items()}
 
 
 def main():
@@ -79,11 +74,11 @@ def main():
     grids.update({f"calibrated on {name}": found for name, (*_, found) in mixtures.items()})
 
     distance = {}  # (grid, target, calls) -> ratio to the floor (mixtures) or Fréchet distance (the model)
+    configs = {name: (lambda g=found: SimpleScheduler(calibrated_timesteps=g)) for name, found in grids.items()}
+    steps = {(name, c): c for name in grids for c in args.calls}
+    draw_args = types.SimpleNamespace(num_samples=args.mixture_samples, floor_pairs=args.floor_pairs)
     for target, (mixture, predictor, _) in mixtures.items():
         directions = unit_directions(args.num_directions, mixture.means.shape[1])
-        configs = {name: (lambda g=found: SimpleScheduler(calibrated_timesteps=g)) for name, found in grids.items()}
-        steps = {(name, c): c for name in grids for c in args.calls}
-        draw_args = types.SimpleNamespace(num_samples=args.mixture_samples, floor_pairs=args.floor_pairs)
         values, _, floors = draw_distances(mixture, predictor, directions, configs, steps, range(args.draws), draw_args)
         distance.update({(name, target, c): float(np.mean(v)) / float(np.mean(floors)) for (name, c), v in values.items()})
     reference = features(ddpm_reference(pipe, args, 1.0))
@@ -108,7 +103,7 @@ def main():
         ax.set_xticklabels([*(f"{dim}-D, {k} modes" for dim, k, *_ in BENCHMARKS.values()), "model"], fontsize=7)
         ax.legend(fontsize=6)
     lambdas = "\n".join(f"- {name}: " + "; ".join(
-        f"{c} calls {np.interp(g[str(c)], np.arange(1000), half_log_snr(mixture_scheduler)).round(2).tolist()}"
+        f"{c} calls {lambdas_of(g[str(c)], mixture_scheduler).round(2).tolist()}"
         for c in args.calls) for name, g in grids.items() if g)
     notes = f"""
 Rows: where the grid was calibrated (`calibrate_pipeline` on the model, 2 batches of 16; `calibrate_timesteps` on each

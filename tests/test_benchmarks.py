@@ -174,18 +174,21 @@ def test_grid_transfer_tiny(tmp_path):
     # each calibrated grid is stated in lambda, one value per model call, falling toward the data
     markdown = (tmp_path / "grid_transfer.md").read_text()
     stated = [line for line in markdown.splitlines() if line.startswith("- calibrated on ")]
-    assert len(stated) == len(names) - 1 and all(len(line.split("3 calls [")[1].split(",")) == 3 for line in stated)
+    assert len(stated) == len(names) - 1
+    for line in stated:
+        lambdas = [float(value) for value in line.split("3 calls [")[1].rstrip("]").split(",")]
+        assert len(lambdas) == 3 and lambdas == sorted(lambdas), line
 
 
 def test_grid_transfer_keeps_the_half_log_snr():
-    from grid_transfer import half_log_snr, transfer
+    from grid_transfer import lambdas_of, transfer
 
     linear, cosine = SimpleScheduler(), SimpleScheduler(beta_schedule="squaredcos_cap_v2")
     grids = {"3": [811.7, 400.25, 18.0]}
     assert transfer(grids, linear, linear)["3"] == pytest.approx(grids["3"], abs=1e-9)
     moved = transfer(grids, linear, cosine)["3"]
     assert moved != pytest.approx(grids["3"], abs=1.0)  # another schedule: other timesteps ...
-    lambdas = [np.interp(t, np.arange(1000), half_log_snr(s)) for t, s in ((grids["3"], linear), (moved, cosine))]
+    lambdas = [lambdas_of(t, s) for t, s in ((grids["3"], linear), (moved, cosine))]
     assert lambdas[1] == pytest.approx(lambdas[0], abs=0.02)  # ... at the same noise level (linear interpolation)
 
 
