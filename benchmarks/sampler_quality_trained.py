@@ -22,6 +22,7 @@ own DDPM distribution.
 """
 
 import inspect
+import os
 import time
 from pathlib import Path
 
@@ -129,8 +130,10 @@ def ddpm_reference(pipe, args, guidance: float) -> np.ndarray:
     ddpm = SimpleDiffusionPipeline(pipe.unet, SimpleScheduler.from_config(pipe.scheduler.config, sampler="ddpm"))
     ddpm.set_progress_bar_config(disable=True)
     images = draw(ddpm, args.num_samples, 0, guidance, num_inference_steps=1000)
-    if not args.tiny:
-        np.save(cached, images)
+    if not args.tiny:  # written whole or not at all: a killed run leaves no truncated cache behind
+        partial = cached.with_name(cached.stem + ".partial.npy")
+        np.save(partial, images)
+        os.replace(partial, cached)
     return images
 
 
